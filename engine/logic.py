@@ -96,6 +96,10 @@ def var_reads(node: Any, scope: str | None = None, pointer: str = "") -> Iterato
         if args and isinstance(args[0], str | int):
             yield VarRead(str(args[0]), len(args) > 1, scope, pointer)
         return
+    if operator in ("missing", "missing_some"):
+        keys = _literal_keys(args[1:2] if operator == "missing_some" else args)
+        for key in keys or []:
+            yield VarRead(key, True, scope, pointer)
     if operator in SCOPED_OPERATORS and len(args) >= 2:
         yield from var_reads(args[0], scope, f"{here}/0")
         inner = _collection_path(args[0], scope)

@@ -1,0 +1,151 @@
+"""Evaluate enrollments against a compiled policy: facts in, a ``Decision`` out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from engine.decision import DEFAULT_RULE_ID, Action, Decision, RuleTrace
+from engine.errors import EvaluationError
+from engine.facts import FactsBuilder, fingerprint, group_ids_of, lookup
+from engine.logic import LogicEngine, LogicSession, default_engine
+from engine.policy import CompiledGroupRule, Policy
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+class Evaluator:
+    """Evaluates enrollments for one policy at one fixed ``now``; one per thread.
+
+    ``trace=False`` skips collecting the facts each rule read (``explain`` recomputes them
+    on demand, since evaluation is deterministic).
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        now: datetime | None = None,
+        *,
+        trace: bool = True,
+        engine: LogicEngine | None = None,
+    ) -> None:
+        self.policy = policy
+        self.now = (now or utc_now()).astimezone(UTC)
+        self.trace = trace
+        self._engine = engine or default_engine()
+        self._session: LogicSession = self._engine.session()
+        self._facts = FactsBuilder(self.now)
+        self._fingerprint_paths = tuple(p for p in policy.read_paths if p != "now")
+
+    def evaluate_many(self, enrollments: Iterable[Any]) -> Iterator[Decision]:
+        for raw in enrollments:
+            yield self.evaluate(raw)
+
+    def evaluate(self, raw: Any) -> Decision:
+        """Decide for one raw enrollment dict. Never raises: failures become ``error``."""
+        if not isinstance(raw, dict):
+            return _error_decision(None, None, [], f"enrollment is a {type(raw).__name__}, not an object")
+        enrollment_id = _text(raw.get("id"))
+        current_status = _text(raw.get("status"))
+        site = raw.get("site")
+        current_groups = group_ids_of(site) if isinstance(site, dict) else []
+        if current_status not in self.policy.applies_to:
+            return Decision(
+                enrollment_id, current_status, None, None, None, current_groups, current_groups,
+                [], [], Action.SKIP, updated_at=_text(raw.get("updated_at")),
+            )  # fmt: skip
+        try:
+            return self._decide(raw, enrollment_id, current_status, current_groups)
+        except EvaluationError as exc:
+            return _error_decision(enrollment_id, current_status, current_groups, str(exc), raw)
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+            message = f"unexpected data: {type(exc).__name__}: {exc}"
+            return _error_decision(enrollment_id, current_status, current_groups, message, raw)
+
+    def _decide(
+        self, raw: dict[str, Any], enrollment_id: str | None, current_status: str | None, current_groups: list[str]
+    ) -> Decision:
+        facts, warnings = self._facts.build(raw)
+        handle = self._session.prepare(facts)
+        trace: list[RuleTrace] = []
+        status: str | None = None
+        reason: str | None = None
+        rule_id: str | None = None
+        for rule in self.policy.rules:
+            matched = self._check(rule.id, rule.condition, handle)
+            if self.trace:
+                trace.append(RuleTrace(rule.id, "rule", matched, _reads(facts, rule.condition.reads)))
+            if matched:
+                status, rule_id = rule.status, rule.id
+                reason = rule.reason.render(lambda path: lookup(facts, path))
+                break
+        else:
+            default = self.policy.document.default
+            if default is not None and self.policy.default_reason is not None:
+                status, rule_id = default.status.value, DEFAULT_RULE_ID
+                reason = self.policy.default_reason.render(lambda path: lookup(facts, path))
+        group_ids = list(current_groups)
+        for group in self.policy.groups:
+            condition = group.condition_for(self._engine, status, rule_id)
+            matched = self._check(group.id, condition, handle)
+            if self.trace:
+                trace.append(RuleTrace(group.id, "group", matched, _reads(facts, condition.reads)))
+            if matched:
+                group_ids = _apply_group(group, group_ids)
+        added = [g for g in group_ids if g not in current_groups]
+        removed = [g for g in current_groups if g not in group_ids]
+        changes = (status is not None and status != current_status) or bool(added or removed)
+        return Decision(
+            enrollment_id=enrollment_id,
+            current_status=current_status,
+            status=status,
+            reason=reason,
+            rule_id=rule_id,
+            group_ids=group_ids,
+            current_group_ids=current_groups,
+            groups_added=added,
+            groups_removed=removed,
+            action=Action.UPDATE if changes else Action.NONE,
+            warnings=warnings,
+            trace=trace,
+            updated_at=_text(raw.get("updated_at")),
+            facts_fingerprint=fingerprint(facts, self._fingerprint_paths),
+        )
+
+    def _check(self, rule_id: str, condition: Any, handle: Any) -> bool:
+        try:
+            return self._session.is_true(condition, handle)
+        except EvaluationError as exc:
+            raise EvaluationError(f"rule {rule_id!r}: {exc}", rule_id=rule_id) from exc
+
+
+def _apply_group(group: CompiledGroupRule, group_ids: list[str]) -> list[str]:
+    result = list(group_ids)
+    for group_id in group.add:
+        if group_id not in result:
+            result.append(group_id)
+    return [g for g in result if g not in group.remove]
+
+
+def _reads(facts: dict[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
+    return {path: lookup(facts, path) for path in paths if path != "devices"}
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else (None if value is None else str(value))
+
+
+def _error_decision(
+    enrollment_id: str | None,
+    current_status: str | None,
+    current_groups: list[str],
+    message: str,
+    raw: dict[str, Any] | None = None,
+) -> Decision:
+    return Decision(
+        enrollment_id, current_status, None, None, None, current_groups, current_groups, [], [],
+        Action.ERROR, error=message, updated_at=_text(raw.get("updated_at")) if raw else None,
+    )  # fmt: skip

@@ -1,0 +1,452 @@
+"""The policy file: its schema (the contract with policy authors), loading and compiling.
+
+Loading does everything that can fail before the first enrollment is seen: safe YAML,
+schema validation with ``file:line:column`` errors, ``ref`` expansion (unknown names and
+cycles are errors), operator checks, reason templates, and compiling every condition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+from engine.errors import PolicyError, Problem, SourceLocation
+from engine.logic import Condition, LogicEngine, default_engine, is_operation, operands, var_reads
+from engine.models import EnrollmentStatus, GroupId
+from engine.yamlsafe import LoadedYaml, YamlPath, load_yaml
+
+RuleId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+$", min_length=1, max_length=100)]
+MAX_RULES = 1_000
+MAX_CONDITION_NODES = 5_000
+
+SCHEMA_COMMENT = "# yaml-language-server: $schema="
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DefaultOutcome(_Strict):
+    """The outcome when no rule matches."""
+
+    status: EnrollmentStatus
+    reason: str
+
+
+class StatusRule(_Strict):
+    """A status rule: the first whose ``when`` is truthy decides status and reason."""
+
+    id: RuleId
+    description: str | None = None
+    when: Any = Field(description="A JsonLogic condition; {\"ref\": name} uses a definition.")
+    status: EnrollmentStatus
+    reason: str = Field(description="Text sent with the status; {path} placeholders, {{ }} escape.")
+
+
+class GroupRule(_Strict):
+    """A group rule: every entry whose ``when`` is truthy applies, in file order."""
+
+    id: RuleId
+    description: str | None = None
+    when: Any = Field(description="A JsonLogic condition; may read decision.status.")
+    add: list[GroupId] = Field(default_factory=list)
+    remove: list[GroupId] = Field(default_factory=list)
+
+
+class PolicyLimits(_Strict):
+    """Safety limits for live runs."""
+
+    max_reject_ratio: float | None = Field(default=None, ge=0, le=1)
+    max_changes: int | None = Field(default=None, ge=0)
+    allow_leaving_active: list[EnrollmentStatus] = Field(
+        default_factory=list,
+        description="Statuses a rule may move an ACTIVE enrollment to; others are held.",
+    )
+
+
+class PolicyDocument(_Strict):
+    """One policy file: the rules for one Flip program."""
+
+    program_id: str = Field(min_length=1)
+    name: str | None = None
+    version: str | None = None
+    applies_to: list[EnrollmentStatus] = Field(min_length=1)
+    definitions: dict[str, Any] = Field(default_factory=dict)
+    rules: list[StatusRule] = Field(min_length=1, max_length=MAX_RULES)
+    default: DefaultOutcome | None = None
+    groups: list[GroupRule] = Field(default_factory=list, max_length=MAX_RULES)
+    limits: PolicyLimits = Field(default_factory=PolicyLimits)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+def policy_json_schema() -> dict[str, Any]:
+    """The JSON Schema of policy files, from the same model the loader uses."""
+    schema = PolicyDocument.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "flip-autoapprove policy"
+    return schema
+
+
+# --- reason templates --------------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+
+
+@dataclass(frozen=True)
+class ReasonTemplate:
+    """``"Site is in {site.state_code}"``: literal parts and fact paths, parsed once."""
+
+    text: str
+    parts: tuple[tuple[bool, str], ...]  # (is_path, literal text or path)
+
+    @classmethod
+    def parse(cls, text: str) -> ReasonTemplate:
+        parts: list[tuple[bool, str]] = []
+        last = 0
+        for match in _PLACEHOLDER.finditer(text):
+            parts.append((False, text[last : match.start()]))
+            token = match.group(0)
+            if token in ("{{", "}}"):
+                parts.append((False, token[0]))
+            elif match.group(1) is not None and match.group(1).strip():
+                parts.append((True, match.group(1).strip()))
+            else:
+                raise ValueError(f"unbalanced or empty brace at character {match.start() + 1}")
+            last = match.end()
+        parts.append((False, text[last:]))
+        return cls(text, tuple(p for p in parts if p[0] or p[1]))
+
+    @property
+    def paths(self) -> list[str]:
+        return [value for is_path, value in self.parts if is_path]
+
+    def render(self, lookup: Any) -> str:
+        """Fill placeholders with ``lookup(path)``; a value that is missing renders empty."""
+        return "".join(_as_text(lookup(value)) if is_path else value for is_path, value in self.parts)
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list | dict):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+# --- compiled policy ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    id: str
+    description: str | None
+    condition: Condition
+    status: str
+    reason: ReasonTemplate
+
+
+@dataclass
+class CompiledGroupRule:
+    """A group rule; compiled once per decided outcome when it reads ``decision.*``."""
+
+    id: str
+    description: str | None
+    source: Any
+    add: tuple[str, ...]
+    remove: tuple[str, ...]
+    reads_decision: bool
+    condition: Condition | None = None
+    _by_outcome: dict[tuple[str | None, str | None], Condition] = field(default_factory=dict)
+
+    def condition_for(self, engine: LogicEngine, status: str | None, rule_id: str | None) -> Condition:
+        if not self.reads_decision:
+            assert self.condition is not None
+            return self.condition
+        key = (status, rule_id)
+        found = self._by_outcome.get(key)
+        if found is None:
+            decided = {"status": status, "rule_id": rule_id}
+            found = engine.compile(substitute_decision(self.source, decided))
+            self._by_outcome[key] = found
+        return found
+
+
+@dataclass
+class Policy:
+    """A loaded, validated and compiled policy, ready to evaluate enrollments."""
+
+    document: PolicyDocument
+    source: str
+    source_text: str
+    content_hash: str
+    rules: list[CompiledRule]
+    groups: list[CompiledGroupRule]
+    default_reason: ReasonTemplate | None
+    read_paths: tuple[str, ...]
+    yaml: LoadedYaml = field(repr=False)
+    expanded: dict[YamlPath, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def program_id(self) -> str:
+        return self.document.program_id
+
+    @property
+    def name(self) -> str | None:
+        return self.document.name
+
+    @property
+    def version(self) -> str | None:
+        return self.document.version
+
+    @property
+    def applies_to(self) -> frozenset[str]:
+        return frozenset(status.value for status in self.document.applies_to)
+
+
+def substitute_decision(node: Any, decided: dict[str, Any]) -> Any:
+    """Replace root-scope ``{"var": "decision.<key>"}`` with the decided value."""
+    if isinstance(node, list):
+        return [substitute_decision(item, decided) for item in node]
+    if not is_operation(node):
+        return node
+    (operator,) = node
+    args = operands(node)
+    if operator == "var" and args and isinstance(args[0], str) and args[0].startswith("decision"):
+        key = args[0][len("decision.") :] if args[0] != "decision" else ""
+        value = decided.get(key) if key else dict(decided)
+        if value is None and len(args) > 1:
+            return args[1]
+        return value
+    if operator in ("some", "all", "none", "filter", "map", "reduce") and len(args) >= 2:
+        return {operator: [substitute_decision(args[0], decided), args[1], *args[2:]]}
+    return {operator: [substitute_decision(arg, decided) for arg in args]}
+
+
+# --- loading -----------------------------------------------------------------------------
+
+
+def load_policy(path: str | Path, engine: LogicEngine | None = None) -> Policy:
+    """Read, validate and compile a policy file. Raises ``PolicyError`` with every problem."""
+    source = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise PolicyError.at(source, f"cannot read the file: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError.at(source, "the file is not UTF-8 text") from exc
+    return load_policy_text(text, source, engine)
+
+
+def load_policy_text(text: str, source: str = "<policy>", engine: LogicEngine | None = None) -> Policy:
+    """Validate and compile policy YAML text. Raises ``PolicyError`` with every problem."""
+    loaded = load_yaml(text, source)
+    document = _validate(loaded, source)
+    compiler = _Compiler(engine or default_engine(), loaded, source, document)
+    return compiler.build(text)
+
+
+def _validate(loaded: LoadedYaml, source: str) -> PolicyDocument:
+    if not isinstance(loaded.data, dict):
+        raise PolicyError.at(source, "a policy must be a mapping of keys to values", 1, 1)
+    try:
+        return PolicyDocument.model_validate(loaded.data)
+    except ValidationError as exc:
+        raise PolicyError([_problem(loaded, source, error) for error in exc.errors()]) from exc
+
+
+def _problem(loaded: LoadedYaml, source: str, error: Any) -> Problem:
+    loc = tuple(part for part in error["loc"] if not str(part).startswith("function-"))
+    line, column = loaded.position(loc) or (None, None)
+    where = ".".join(str(part) for part in loc) or "policy"
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif error["type"] == "enum":
+        allowed = ", ".join(s.value for s in EnrollmentStatus)
+        message = f"{error['input']!r} is not a Flip status (one of {allowed})"
+    elif error["type"] == "string_pattern_mismatch":
+        message = f"{error['input']!r} must be letters, digits, '-' or '_'"
+    return Problem(SourceLocation(source, line, column), f"{where}: {message}")
+
+
+class _Compiler:
+    """Expands refs, checks operators and templates, compiles conditions."""
+
+    def __init__(self, engine: LogicEngine, loaded: LoadedYaml, source: str, document: PolicyDocument) -> None:
+        self.engine = engine
+        self.loaded = loaded
+        self.source = source
+        self.document = document
+        self.problems: list[Problem] = []
+        self.expanded: dict[YamlPath, Any] = {}
+
+    def error(self, path: YamlPath, message: str) -> None:
+        line, column = self.loaded.position(path) or (None, None)
+        self.problems.append(Problem(SourceLocation(self.source, line, column), message))
+
+    def build(self, text: str) -> Policy:
+        self._check_unique_ids()
+        rules = self._compile_rules()
+        groups = self._compile_groups()
+        default = self.document.default
+        default_reason = self._template(default.reason, ("default", "reason")) if default else None
+        if self.problems:
+            raise PolicyError(self.problems)
+        reads: dict[str, None] = {}
+        for rule in rules:
+            reads.update(dict.fromkeys(rule.condition.reads))
+            reads.update(dict.fromkeys(_template_roots(rule.reason)))
+        for group in groups:
+            reads.update(dict.fromkeys(p for p in _roots(group.source) if not p.startswith("decision")))
+        if default_reason:
+            reads.update(dict.fromkeys(_template_roots(default_reason)))
+        return Policy(
+            document=self.document,
+            source=self.source,
+            source_text=text,
+            content_hash=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+            rules=rules,
+            groups=groups,
+            default_reason=default_reason,
+            read_paths=tuple(reads),
+            yaml=self.loaded,
+            expanded=self.expanded,
+        )
+
+    def _check_unique_ids(self) -> None:
+        for section, entries in (("rules", self.document.rules), ("groups", self.document.groups)):
+            seen: set[str] = set()
+            for index, entry in enumerate(entries):
+                if entry.id in seen:
+                    self.error((section, index, "id"), f"{section}[{index}].id: duplicate id {entry.id!r}")
+                seen.add(entry.id)
+
+    def _compile_rules(self) -> list[CompiledRule]:
+        compiled = []
+        for index, rule in enumerate(self.document.rules):
+            condition = self._condition(rule.when, ("rules", index, "when"))
+            reason = self._template(rule.reason, ("rules", index, "reason"))
+            if condition is not None and reason is not None:
+                compiled.append(CompiledRule(rule.id, rule.description, condition, rule.status.value, reason))
+        return compiled
+
+    def _compile_groups(self) -> list[CompiledGroupRule]:
+        compiled = []
+        for index, group in enumerate(self.document.groups):
+            path: YamlPath = ("groups", index, "when")
+            expanded = self._expand(group.when, path)
+            if expanded is None:
+                continue
+            reads_decision = any(p.startswith("decision") for p in _roots(expanded))
+            entry = CompiledGroupRule(
+                group.id, group.description, expanded, tuple(group.add), tuple(group.remove), reads_decision
+            )
+            probe = substitute_decision(expanded, {"status": None, "rule_id": None})
+            condition = self._compile(probe, path)
+            if condition is None:
+                continue
+            if not reads_decision:
+                entry.condition = condition
+            compiled.append(entry)
+        return compiled
+
+    def _condition(self, when: Any, path: YamlPath) -> Condition | None:
+        expanded = self._expand(when, path)
+        return None if expanded is None else self._compile(expanded, path)
+
+    def _compile(self, expanded: Any, path: YamlPath) -> Condition | None:
+        for operator, pointer in self.engine.unknown_operators(expanded):
+            where = _pointer_path(pointer)
+            self.error((*path, *where), f"{'.'.join(map(str, path))}: unknown operator {operator!r}")
+        if _count_nodes(expanded) > MAX_CONDITION_NODES:
+            self.error(path, f"condition has more than {MAX_CONDITION_NODES} parts")
+            return None
+        if self.problems:
+            return None
+        try:
+            return self.engine.compile(expanded)
+        except ValueError as exc:
+            self.error(path, f"{'.'.join(map(str, path))}: {exc}")
+            return None
+
+    def _expand(self, node: Any, path: YamlPath) -> Any:
+        try:
+            expanded = _expand_refs(node, self.document.definitions, ())
+        except _RefError as exc:
+            self.error(path, f"{'.'.join(map(str, path))}: {exc}")
+            return None
+        self.expanded[path] = expanded
+        return expanded
+
+    def _template(self, text: str, path: YamlPath) -> ReasonTemplate | None:
+        try:
+            return ReasonTemplate.parse(text)
+        except ValueError as exc:
+            self.error(path, f"{'.'.join(map(str, path))}: reason template: {exc} (write {{{{ or }}}} for a brace)")
+            return None
+
+
+class _RefError(Exception):
+    pass
+
+
+def _expand_refs(node: Any, definitions: dict[str, Any], stack: tuple[str, ...]) -> Any:
+    if isinstance(node, list):
+        return [_expand_refs(item, definitions, stack) for item in node]
+    if not is_operation(node):
+        return node
+    (operator,) = node
+    if operator == "ref":
+        name = node["ref"]
+        if not isinstance(name, str) or name not in definitions:
+            known = ", ".join(sorted(definitions)) or "none"
+            raise _RefError(f"unknown ref {name!r} (definitions: {known})")
+        if name in stack:
+            raise _RefError(f"ref cycle: {' -> '.join((*stack, name))}")
+        return _expand_refs(definitions[name], definitions, (*stack, name))
+    return {operator: _expand_refs(node[operator], definitions, stack)}
+
+
+def _pointer_path(pointer: str) -> YamlPath:
+    parts: list[str | int] = []
+    for token in pointer.split("/")[1:]:
+        text = token.replace("~1", "/").replace("~0", "~")
+        parts.append(int(text) if text.isdigit() else text)
+    return tuple(parts)
+
+
+def _count_nodes(node: Any) -> int:
+    if isinstance(node, list):
+        return 1 + sum(_count_nodes(item) for item in node)
+    if isinstance(node, dict):
+        return 1 + sum(_count_nodes(value) for value in node.values())
+    return 1
+
+
+def _roots(condition: Any) -> list[str]:
+    found: dict[str, None] = {}
+    for read in var_reads(condition):
+        root = read.path if read.scope is None else read.scope.split("[]")[0]
+        if root and root != "?":
+            found.setdefault(root, None)
+    return list(found)
+
+
+def _template_roots(template: ReasonTemplate) -> list[str]:
+    return template.paths
