@@ -2,4 +2,4 @@
 
 from engine.logic import evaluate_logic
 
-__all__ = sorted(["evaluate_logic"])
+__all__ = ["evaluate_logic"]

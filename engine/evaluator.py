@@ -66,7 +66,11 @@ class Evaluator:
             return _error_decision(enrollment_id, current_status, current_groups, message, raw)
 
     def _decide(
-        self, raw: dict[str, Any], enrollment_id: str | None, current_status: str | None, current_groups: list[str]
+        self,
+        raw: dict[str, Any],
+        enrollment_id: str | None,
+        current_status: str | None,
+        current_groups: list[str],
     ) -> Decision:
         facts, warnings = self._facts.build(raw)
         handle = self._session.prepare(facts)

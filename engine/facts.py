@@ -157,7 +157,9 @@ def device_totals(devices: Iterable[dict[str, Any]], warnings: list[str] | None 
             if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
                 totals[key] = totals.get(key, 0) + value
             elif value is not None and warnings is not None and isinstance(value, str):
-                warnings.append(f"devices.{index}.attributes.{key}: {value!r} is not a number; left out of totals")
+                warnings.append(
+                    f"devices.{index}.attributes.{key}: {value!r} is not a number; left out of totals"
+                )
     totals["device_count"] = count
     return totals
 

@@ -324,9 +324,7 @@ class LogicEngine:
 
     def trace(self, condition: Condition, data: Any) -> dict[str, Any]:
         """The library's step-by-step trace of one evaluation (for ``explain``)."""
-        envelope = self._engine.evaluate_with_trace(
-            json.dumps(condition.normalized), json.dumps(data)
-        )
+        envelope = self._engine.evaluate_with_trace(json.dumps(condition.normalized), json.dumps(data))
         result: dict[str, Any] = json.loads(envelope)
         return result
 

@@ -14,12 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from engine.errors import PolicyError, Problem, SourceLocation
 from engine.logic import Condition, LogicEngine, default_engine, is_operation, operands, var_reads
 from engine.models import EnrollmentStatus, GroupId
-from engine.yamlsafe import LoadedYaml, YamlPath, load_yaml
+from engine.yamlsafe import KEY_MARKER, LoadedYaml, YamlPath, load_yaml
 
 RuleId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+$", min_length=1, max_length=100)]
 MAX_RULES = 1_000
@@ -44,7 +51,7 @@ class StatusRule(_Strict):
 
     id: RuleId
     description: str | None = None
-    when: Any = Field(description="A JsonLogic condition; {\"ref\": name} uses a definition.")
+    when: Any = Field(description='A JsonLogic condition; {"ref": name} uses a definition.')
     status: EnrollmentStatus
     reason: str = Field(description="Text sent with the status; {path} placeholders, {{ }} escape.")
 
@@ -272,7 +279,8 @@ def _validate(loaded: LoadedYaml, source: str) -> PolicyDocument:
 
 def _problem(loaded: LoadedYaml, source: str, error: Any) -> Problem:
     loc = tuple(part for part in error["loc"] if not str(part).startswith("function-"))
-    line, column = loaded.position(loc) or (None, None)
+    lookup_path = (*loc, KEY_MARKER) if error["type"] == "extra_forbidden" else loc
+    line, column = loaded.position(lookup_path) or (None, None)
     where = ".".join(str(part) for part in loc) or "policy"
     message = error["msg"]
     if error["type"] == "extra_forbidden":
@@ -288,7 +296,9 @@ def _problem(loaded: LoadedYaml, source: str, error: Any) -> Problem:
 class _Compiler:
     """Expands refs, checks operators and templates, compiles conditions."""
 
-    def __init__(self, engine: LogicEngine, loaded: LoadedYaml, source: str, document: PolicyDocument) -> None:
+    def __init__(
+        self, engine: LogicEngine, loaded: LoadedYaml, source: str, document: PolicyDocument
+    ) -> None:
         self.engine = engine
         self.loaded = loaded
         self.source = source
@@ -330,12 +340,16 @@ class _Compiler:
         )
 
     def _check_unique_ids(self) -> None:
-        for section, entries in (("rules", self.document.rules), ("groups", self.document.groups)):
+        sections = (
+            ("rules", [rule.id for rule in self.document.rules]),
+            ("groups", [group.id for group in self.document.groups]),
+        )
+        for section, ids in sections:
             seen: set[str] = set()
-            for index, entry in enumerate(entries):
-                if entry.id in seen:
-                    self.error((section, index, "id"), f"{section}[{index}].id: duplicate id {entry.id!r}")
-                seen.add(entry.id)
+            for index, entry_id in enumerate(ids):
+                if entry_id in seen:
+                    self.error((section, index, "id"), f"{section}[{index}].id: duplicate id {entry_id!r}")
+                seen.add(entry_id)
 
     def _compile_rules(self) -> list[CompiledRule]:
         compiled = []
@@ -398,7 +412,9 @@ class _Compiler:
         try:
             return ReasonTemplate.parse(text)
         except ValueError as exc:
-            self.error(path, f"{'.'.join(map(str, path))}: reason template: {exc} (write {{{{ or }}}} for a brace)")
+            self.error(
+                path, f"{'.'.join(map(str, path))}: reason template: {exc} (write {{{{ or }}}} for a brace)"
+            )
             return None
 
 

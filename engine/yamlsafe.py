@@ -23,6 +23,8 @@ MAX_YAML_DEPTH = 64
 MAX_YAML_NODES = 200_000
 
 Position = tuple[int, int]
+_PLAIN_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
+KEY_MARKER = "<key>"  # positions[(*path, KEY_MARKER)] is where the key of path is written
 YamlPath = tuple[str | int, ...]
 
 
@@ -53,17 +55,17 @@ class _LimitedLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
             raise _refuse(self.source, "anchors and aliases are not allowed", mark)
         self.depth += 1
         self.nodes += 1
         if self.depth > MAX_YAML_DEPTH:
-            mark = self.peek_event().start_mark
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
             raise _refuse(self.source, f"nesting deeper than {MAX_YAML_DEPTH} levels", mark)
         if self.nodes > MAX_YAML_NODES:
             raise _refuse(self.source, f"more than {MAX_YAML_NODES} values", None)
         try:
-            return super().compose_node(parent, index)  # type: ignore[no-untyped-call, no-any-return]
+            return super().compose_node(parent, index)
         finally:
             self.depth -= 1
 
@@ -106,6 +108,8 @@ def _construct(
     source: str,
 ) -> Any:
     positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, MappingNode | SequenceNode) and node.tag not in _PLAIN_TAGS:
+        raise _refuse(source, f"YAML tag {node.tag!r} is not allowed", node.start_mark)
     if isinstance(node, MappingNode):
         return _construct_mapping(loader, node, path, positions, source)
     if isinstance(node, SequenceNode):
@@ -114,7 +118,7 @@ def _construct(
             for index, item in enumerate(node.value)
         ]
     if isinstance(node, ScalarNode):
-        return _plain_scalar(loader.construct_object(node))  # type: ignore[no-untyped-call]
+        return _plain_scalar(loader.construct_object(node))
     raise _refuse(source, "unsupported YAML node", node.start_mark)
 
 
@@ -129,12 +133,13 @@ def _construct_mapping(
     for key_node, value_node in node.value:
         if not isinstance(key_node, ScalarNode):
             raise _refuse(source, "mapping keys must be plain text", key_node.start_mark)
-        key = _plain_scalar(loader.construct_object(key_node))  # type: ignore[no-untyped-call]
+        key = _plain_scalar(loader.construct_object(key_node))
         if key is None or isinstance(key, bool | list | dict):
             raise _refuse(source, f"mapping key {key_node.value!r} must be text", key_node.start_mark)
         key = str(key)
         if key in result:
             raise _refuse(source, f"duplicate key {key!r}", key_node.start_mark)
+        positions[(*path, key, KEY_MARKER)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
         result[key] = _construct(loader, value_node, (*path, key), positions, source)
     return result
 

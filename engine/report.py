@@ -1,0 +1,154 @@
+"""Text renderings of decisions, explanations and test results (the CLI prints them)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from engine.decision import Action, Decision
+from engine.explain import Explanation
+from engine.policytest import TestFileResult
+
+DECISION_KEYS = (
+    "enrollment_id", "current_status", "status", "reason", "rule_id", "group_ids",
+    "groups_added", "groups_removed", "action", "warnings", "error",
+)  # fmt: skip
+
+
+def decision_record(decision: Decision) -> dict[str, Any]:
+    """The public shape of a decision in JSON and CSV output."""
+    data = decision.to_dict()
+    record = {key: data[key] for key in DECISION_KEYS}
+    record["transition"] = decision.transition
+    return record
+
+
+def summarize(decisions: Iterable[Decision]) -> Counter[str]:
+    """Counts by transition (``SUBMITTED -> ACTIVE``, ``skip``, ``error`` ...)."""
+    return Counter(decision.transition for decision in decisions)
+
+
+def render_json(decisions: Iterable[Decision]) -> str:
+    return json.dumps([decision_record(d) for d in decisions], indent=2)
+
+
+def render_csv(decisions: Iterable[Decision]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[*DECISION_KEYS, "transition"], lineterminator="\n")
+    writer.writeheader()
+    for decision in decisions:
+        row = decision_record(decision)
+        for key in ("group_ids", "groups_added", "groups_removed", "warnings"):
+            row[key] = ";".join(row[key])
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+def render_table(decisions: Sequence[Decision], *, show_unchanged: bool = False) -> str:
+    """A readable preview: what would change and why, then a summary by transition."""
+    rows: list[tuple[str, ...]] = [("ENROLLMENT", "CHANGE", "RULE", "GROUPS", "REASON / ERROR")]
+    for decision in decisions:
+        if decision.action is Action.SKIP or (decision.action is Action.NONE and not show_unchanged):
+            continue
+        groups = " ".join(
+            [*(f"+{g}" for g in decision.groups_added), *(f"-{g}" for g in decision.groups_removed)]
+        )
+        detail = (decision.error if decision.action is Action.ERROR else decision.reason) or ""
+        rows.append((
+            decision.enrollment_id or "?", decision.transition, decision.rule_id or "-",
+            groups or "-", _clip(detail, 70),
+        ))  # fmt: skip
+    lines = _columns(rows) if len(rows) > 1 else ["(no enrollment needs a change)"]
+    lines += ["", render_summary(decisions)]
+    return "\n".join(lines)
+
+
+def render_summary(decisions: Iterable[Decision]) -> str:
+    counts = summarize(decisions)
+    total = sum(counts.values())
+    lines = [f"Summary: {total} enrollments"]
+    width = max((len(k) for k in counts), default=0)
+    for transition, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        lines.append(f"  {transition.ljust(width)}  {count}")
+    return "\n".join(lines)
+
+
+def render_explanation(explanation: Explanation) -> str:
+    decision = explanation.decision
+    lines = [f"Enrollment {decision.enrollment_id} (status {decision.current_status})"]
+    if decision.action is Action.SKIP:
+        lines.append("  skipped: its status is not in the policy's applies_to")
+        return "\n".join(lines)
+    for warning in explanation.warnings:
+        lines.append(f"  data warning: {warning}")
+    for rule in explanation.rules:
+        verdict = "ERROR" if rule.error else ("MATCH" if rule.matched else "no match")
+        lines.append(f"  {rule.kind} {rule.rule_id}: {verdict}")
+        for path, value in rule.reads.items():
+            note = "  (missing)" if path in rule.missing else ""
+            lines.append(f"      read {path} = {json.dumps(value, default=str)}{note}")
+        for depth, step in enumerate(rule.decided_by):
+            label = "decided by" if depth == 0 else "  because"
+            lines.append(
+                f"      {label} {_compact(step.expression)} -> {json.dumps(step.value, default=str)}"
+            )
+        if rule.error:
+            lines.append(f"      error: {rule.error}")
+    lines.append(f"  => {describe_decision(decision)}")
+    return "\n".join(lines)
+
+
+def describe_decision(decision: Decision) -> str:
+    if decision.action is Action.ERROR:
+        return f"error: {decision.error}"
+    status = decision.status or f"{decision.current_status} (left as is)"
+    parts = [f"{status} by {decision.rule_id or 'no rule'}"]
+    if decision.reason:
+        parts.append(f"reason {decision.reason!r}")
+    parts.append(f"groups {decision.group_ids}")
+    parts.append(f"action {decision.action.value}")
+    return "; ".join(parts)
+
+
+def render_test_results(results: Sequence[TestFileResult], verbose: bool = False) -> str:
+    lines: list[str] = []
+    for result in results:
+        for case in result.cases:
+            if case.passed:
+                if verbose:
+                    lines.append(f"PASS {case.location} {case.name}")
+                continue
+            lines.append(f"FAIL {case.location} {case.name}")
+            for mismatch in case.mismatches:
+                lines.append(f"    {mismatch.field}: expected {json.dumps(mismatch.expected)}, "
+                             f"got {json.dumps(mismatch.actual)}")  # fmt: skip
+            if case.decision.error:
+                lines.append(f"    error: {case.decision.error}")
+            for trace in case.decision.trace:
+                mark = "MATCH" if trace.matched else "no match"
+                lines.append(f"    trace {trace.kind} {trace.rule_id}: {mark} "
+                             f"{json.dumps(trace.reads, default=str)}")  # fmt: skip
+    passed = sum(r.passed for r in results)
+    failed = sum(r.failed for r in results)
+    lines.append(f"{passed} passed, {failed} failed")
+    return "\n".join(lines)
+
+
+def _columns(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return [
+        "  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]]).rstrip()
+        for row in rows
+    ]
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _compact(expression: Any) -> str:
+    return _clip(json.dumps(expression, separators=(",", ":")), 100)
