@@ -64,7 +64,10 @@ def explain(policy: Policy, raw: Any, now: datetime, engine: LogicEngine | None 
     decided = {"status": decision.status, "rule_id": decision.rule_id}
     for group in policy.groups:
         source = substitute_decision(group.source, decided)
-        result.rules.append(_explain_condition(engine, group.id, "group", source, facts))
+        item = _explain_condition(engine, group.id, "group", source, facts)
+        if group.reads_decision:
+            item.reads.update({f"decision.{key}": value for key, value in decided.items()})
+        result.rules.append(item)
     return result
 
 
