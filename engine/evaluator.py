@@ -8,7 +8,7 @@ from typing import Any
 
 from engine.decision import DEFAULT_RULE_ID, Action, Decision, RuleTrace
 from engine.errors import EvaluationError
-from engine.facts import FactsBuilder, fingerprint, group_ids_of, lookup
+from engine.facts import FactsBuilder, fingerprint, fingerprint_sources, group_ids_of, lookup
 from engine.logic import LogicEngine, LogicSession, default_engine
 from engine.policy import CompiledGroupRule, Policy
 
@@ -38,7 +38,8 @@ class Evaluator:
         self._engine = engine or default_engine()
         self._session: LogicSession = self._engine.session()
         self._facts = FactsBuilder(self.now)
-        self._fingerprint_paths = tuple(p for p in policy.read_paths if p != "now")
+        self._fingerprint_sources = fingerprint_sources(policy.read_paths)
+        self._applies_to = policy.applies_to
 
     def evaluate_many(self, enrollments: Iterable[Any]) -> Iterator[Decision]:
         for raw in enrollments:
@@ -52,7 +53,7 @@ class Evaluator:
         current_status = _text(raw.get("status"))
         site = raw.get("site")
         current_groups = group_ids_of(site) if isinstance(site, dict) else []
-        if current_status not in self.policy.applies_to:
+        if current_status not in self._applies_to:
             return Decision(
                 enrollment_id, current_status, None, None, None, current_groups, current_groups,
                 [], [], Action.SKIP, updated_at=_text(raw.get("updated_at")),
@@ -116,7 +117,7 @@ class Evaluator:
             warnings=warnings,
             trace=trace,
             updated_at=_text(raw.get("updated_at")),
-            facts_fingerprint=fingerprint(facts, self._fingerprint_paths),
+            facts_fingerprint=fingerprint(raw, self._fingerprint_sources),
         )
 
     def _check(self, rule_id: str, condition: Any, handle: Any) -> bool:

@@ -177,11 +177,35 @@ def lookup(facts: Any, path: str) -> Any:
     return current
 
 
-def fingerprint(facts: dict[str, Any], paths: Iterable[str]) -> str:
-    """A stable hash of the facts a policy read, to detect that they changed."""
-    read = {path: lookup(facts, path) for path in paths}
-    text = json.dumps(read, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+def fingerprint_sources(paths: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Which raw inputs a policy's facts come from: site keys, and top-level enrollment keys.
+
+    Derived facts are traced back to what the API sent (``totals.*`` and ``devices`` to the
+    raw device list, ``program.*`` to the raw attributes), so the fingerprint does not move
+    when only ``now`` does (``age_days``).
+    """
+    site_keys: dict[str, None] = {}
+    top_keys: dict[str, None] = {}
+    for path in paths:
+        head, _, rest = path.partition(".")
+        if head == "site" and rest:
+            site_keys.setdefault(rest.split(".")[0], None)
+        elif head in ("devices", "totals"):
+            top_keys.setdefault("devices", None)
+        elif head == "program":
+            top_keys.setdefault("program_specific_attributes", None)
+        elif head != "now":
+            top_keys.setdefault(head, None)
+    return tuple(site_keys), tuple(top_keys)
+
+
+def fingerprint(raw: dict[str, Any], sources: tuple[tuple[str, ...], tuple[str, ...]]) -> str:
+    """A stable hash of the raw data a policy's facts were built from, to detect changes."""
+    site_keys, top_keys = sources
+    site = raw.get("site")
+    site_values = [site.get(key) for key in site_keys] if isinstance(site, dict) else None
+    text = repr((site_values, [raw.get(key) for key in top_keys]))
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
 def _as_list(value: Any) -> list[Any]:
