@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from random import Random
 from typing import Any, cast
@@ -678,6 +679,10 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "flip-sim/1"
     timeout = 30  # seconds an idle keep-alive connection is kept
 
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def do_GET(self) -> None:
         cast(_Server, self.server).simulator._serve_request(self)
 
@@ -696,27 +701,36 @@ def _read_body(handler: BaseHTTPRequestHandler) -> bytes | None:
 
 
 def _write_reply(handler: BaseHTTPRequestHandler, reply: _Reply, *, cut: bool = False) -> None:
-    """Send ``reply``; with ``cut`` promise the whole body but send half, then hang up."""
+    """Send ``reply``; with ``cut`` promise the whole body but send half, then hang up.
+
+    The head goes out in the same write as the first body bytes: a separate small write
+    would meet Nagle's algorithm and the peer's delayed ACK (40 ms per answer).
+    """
     total = sum(len(p) for p in reply.parts)
-    handler.send_response_only(reply.status)
-    handler.send_header("Server", handler.version_string())
-    handler.send_header("Date", formatdate(reply.date, usegmt=True))
-    handler.send_header("Content-Type", reply.content_type)
-    handler.send_header("Content-Length", str(total))
-    for name, value in reply.headers:
-        handler.send_header(name, value)
+    headers = [
+        ("Server", handler.version_string()),
+        ("Date", formatdate(reply.date, usegmt=True)),
+        ("Content-Type", reply.content_type),
+        ("Content-Length", str(total)),
+        *reply.headers,
+    ]
     if cut:
+        headers.append(("Connection", "close"))
         handler.close_connection = True
-    handler.end_headers()
+    status = HTTPStatus(reply.status)
+    lines = [f"{handler.protocol_version} {status.value} {status.phrase}"]
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     budget = total // 2 if cut else total
-    for chunk in _batches(reply.parts, budget):
+    for chunk in _batches(reply.parts, budget, head):
         handler.wfile.write(chunk)
 
 
-def _batches(parts: list[bytes], budget: int) -> Iterator[bytes]:
-    """Join small parts into writes of ~256 kB, stopping after ``budget`` bytes."""
-    batch: list[bytes] = []
-    size = 0
+def _batches(parts: list[bytes], budget: int, head: bytes) -> Iterator[bytes]:
+    """``head`` then the parts, joined into writes of ~256 kB, stopping after ``budget``
+    body bytes."""
+    batch: list[bytes] = [head]
+    size = len(head)
     for part in parts:
         if budget <= 0:
             break
@@ -787,7 +801,7 @@ class Simulator:
         """Bind the port and serve from a background thread."""
         server = self._bind()
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
         )
         self._thread.start()
         return self
