@@ -673,9 +673,7 @@ class FlipClient:
             count += len(items)
             yield from _enrollment_items(items, what)
         except httpx.HTTPError as exc:
-            raise ApiResponseError(
-                f"{what}: the answer was cut off ({self._transport_text(exc)})"
-            ) from exc
+            raise ApiResponseError(f"{what}: the answer was cut off ({self._transport_text(exc)})") from exc
         except ijson.JSONError as exc:
             first_line = str(exc).splitlines()[0] if str(exc) else "parse error"
             raise ApiResponseError(f"{what}: the answer is malformed JSON ({first_line})") from exc

@@ -450,9 +450,7 @@ def _zip_code(rng: random.Random, region: _Region) -> str:
     return code
 
 
-def _site(
-    rng: random.Random, kind: _Kind, site_id: str, created: datetime, now: datetime
-) -> dict[str, Any]:
+def _site(rng: random.Random, kind: _Kind, site_id: str, created: datetime, now: datetime) -> dict[str, Any]:
     region = kind.regions.pick(rng)
     first, last = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
     email = f"{first}.{last}{rng.randrange(100)}@{rng.choice(_EMAIL_DOMAINS)}".lower()
@@ -463,8 +461,7 @@ def _site(
         "last_name": last,
         "company_name": rng.choice(_COMPANIES) if rng.random() < 0.06 else None,
         "email": email,
-        "street_address": f"{rng.randrange(100, 9999)} {rng.choice(_STREETS)} "
-        f"{rng.choice(_STREET_KINDS)}",
+        "street_address": f"{rng.randrange(100, 9999)} {rng.choice(_STREETS)} {rng.choice(_STREET_KINDS)}",
         "street_address2": f"Apt {rng.randrange(1, 40)}" if rng.random() < 0.15 else None,
         "city": region.city,
         "state_code": region.state,
@@ -604,15 +601,11 @@ SAMPLES = (
         1,
         _SAMPLE_NOW,
     ),
-    SampleSpec(
-        "rules/samples/ca_ev_charging.enrollments.json", CA_EV_PROGRAM, 30, 2, _SAMPLE_NOW
-    ),
+    SampleSpec("rules/samples/ca_ev_charging.enrollments.json", CA_EV_PROGRAM, 30, 2, _SAMPLE_NOW),
 )
 
 
-def render_enrollments_json(
-    program_id: str, count: int, seed: int = 0, now: datetime | None = None
-) -> str:
+def render_enrollments_json(program_id: str, count: int, seed: int = 0, now: datetime | None = None) -> str:
     """The API's list answer ``{"enrollments": [...]}`` as pretty-printed JSON text."""
     document = {"enrollments": list(generate_enrollments(program_id, count, seed, now))}
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"

@@ -306,9 +306,7 @@ def _group_ids_issues(value: Any, known: Mapping[str, str], program_id: str) -> 
     return issues
 
 
-def _enrollment_patch_issues(
-    body: dict[str, Any], known: Mapping[str, str], program_id: str
-) -> list[_Issue]:
+def _enrollment_patch_issues(body: dict[str, Any], known: Mapping[str, str], program_id: str) -> list[_Issue]:
     issues = _unknown_keys(body, frozenset({"status", "status_reason", "group_ids"}))
     status = body.get("status")
     if status is not None and status not in _STATUSES:
@@ -473,8 +471,7 @@ class _Store:
         with self._lock:
             groups = self._groups[program_id]
             self._groups[program_id] = {
-                (new_id if k == group_id else k): (name if k == group_id else v)
-                for k, v in groups.items()
+                (new_id if k == group_id else k): (name if k == group_id else v) for k, v in groups.items()
             }
             needle = _dumps(group_id)
             for enrollment_id in self._ids[program_id]:
@@ -951,9 +948,7 @@ class Simulator:
             raise InputError("retry_after_form must be 'seconds' or 'http-date'")
         spec = _retry_after_spec(retry_after_form, retry_after)
         pattern = re.compile(path_regex)
-        self._faults.add_script(
-            _Scripted(method.upper(), pattern, fault, times, after_apply, spec)
-        )
+        self._faults.add_script(_Scripted(method.upper(), pattern, fault, times, after_apply, spec))
 
     def pending_scripts(self) -> int:
         """How many scripted faults have not fired yet."""
@@ -1180,9 +1175,7 @@ def _group_change_issues(body: dict[str, Any]) -> list[_Issue]:
     return issues
 
 
-def serve(
-    config: SimulatorConfig, on_ready: Callable[[SimulatorInfo], None] | None = None
-) -> None:
+def serve(config: SimulatorConfig, on_ready: Callable[[SimulatorInfo], None] | None = None) -> None:
     """Run a simulator in the calling thread until KeyboardInterrupt (for ``autoapprove sandbox``).
 
     ``on_ready`` gets the :class:`SimulatorInfo` once the port is bound, so the CLI can

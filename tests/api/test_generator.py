@@ -41,10 +41,7 @@ def _devices(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _attribute_values(records: list[dict[str, Any]], name: str) -> list[Any]:
     return [
-        a["value"]
-        for r in records
-        for a in (r.get("program_specific_attributes") or [])
-        if a["name"] == name
+        a["value"] for r in records for a in (r.get("program_specific_attributes") or []) if a["name"] == name
     ]
 
 
@@ -126,8 +123,7 @@ def test_some_records_are_messy() -> None:
     assert any(r.get("devices") == [] for r in records)
     assert any(len(r) < 10 for r in records)  # keys missing
     assert any(
-        isinstance(d.get("attributes", {}).get("battery_power_output_w"), str)
-        for d in _devices(records)
+        isinstance(d.get("attributes", {}).get("battery_power_output_w"), str) for d in _devices(records)
     )
     install_dates = [d["install_date"] for d in _devices(records)]
     assert None in install_dates

@@ -44,7 +44,7 @@ def _assert_error_shape(response: httpx.Response, status: int, code: str) -> dic
 
 def test_refuses_any_host_but_loopback() -> None:
     with pytest.raises(InputError, match=r"127\.0\.0\.1"):
-        SimulatorConfig(host="0.0.0.0")  # noqa: S104 (the value being refused)
+        SimulatorConfig(host="0.0.0.0")
 
 
 def test_base_url_is_loopback_on_a_free_port(simulator: Simulator) -> None:
@@ -265,7 +265,12 @@ def test_create_list_and_duplicate_group(simulator: Simulator, sim_http: httpx.C
 
 @pytest.mark.parametrize(
     "body",
-    [{"id": "has space", "name": "x"}, {"name": "x"}, {"id": "OK_ID"}, {"id": "OK_ID", "name": "x", "color": "red"}],
+    [
+        {"id": "has space", "name": "x"},
+        {"name": "x"},
+        {"id": "OK_ID"},
+        {"id": "OK_ID", "name": "x", "color": "red"},
+    ],
 )
 def test_create_group_422(simulator: Simulator, sim_http: httpx.Client, body: dict[str, Any]) -> None:
     response = sim_http.post(f"/v1/programs/{CA_EV_PROGRAM}/groups", json=body)
@@ -320,7 +325,9 @@ def test_latency_is_added(simulator: Simulator, sim_http: httpx.Client) -> None:
 
 
 @pytest.mark.parametrize("form", ["seconds", "http-date", "none"])
-def test_rate_limit_with_each_retry_after_form(simulator: Simulator, sim_http: httpx.Client, form: str) -> None:
+def test_rate_limit_with_each_retry_after_form(
+    simulator: Simulator, sim_http: httpx.Client, form: str
+) -> None:
     simulator.set_faults(rate_limit=1.0, retry_after=form, retry_after_s=7)
     response = sim_http.get(f"/v1/enrollments/{_first_id(simulator)}")
     _assert_error_shape(response, 429, "rate_limited")
@@ -358,7 +365,11 @@ def test_truncate_sends_part_of_the_promised_body(simulator: Simulator) -> None:
     port = int(simulator.base_url.rsplit(":", 1)[1])
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
-        conn.request("GET", f"/v1/enrollments?program_id={CA_EV_PROGRAM}", headers={"Authorization": "Bearer fl_sim_local_key"})
+        conn.request(
+            "GET",
+            f"/v1/enrollments?program_id={CA_EV_PROGRAM}",
+            headers={"Authorization": "Bearer fl_sim_local_key"},
+        )
         response = conn.getresponse()
         promised = int(response.headers["Content-Length"])
         with pytest.raises(http.client.IncompleteRead) as excinfo:
