@@ -23,7 +23,8 @@ Retries (tenacity, jittered exponential backoff, at most ``max_attempts`` attemp
 
 Attempts: :attr:`FlipClient.last_attempts` is, for the calling thread, the number of HTTP
 attempts of its last call (also when that call raised); for a streamed list, the attempts
-of every page opened so far.
+of every page opened so far (another call made by the same thread between two pages
+starts the count again).
 
 The API key is a :class:`Secret`: it appears in no repr, exception message or log line
 (the client logs retries on the ``engine.client`` logger).
