@@ -110,6 +110,22 @@ class ApiError(AutoapproveError):
         self.errors = errors or []
         super().__init__(message)
 
+    def locations(self) -> list[Any]:
+        """Where the API says the problem is (``detail[].loc``, ``errors[].path``).
+
+        Never the API's free-text messages: they may quote personal data.
+        """
+        found: list[Any] = []
+        for item in self.detail:
+            loc = item.get("loc") if isinstance(item, dict) else None
+            if isinstance(loc, list):
+                found.append([part if isinstance(part, int) else str(part) for part in loc])
+        for item in self.errors:
+            path = item.get("path") if isinstance(item, dict) else None
+            if path is not None:
+                found.append(str(path))
+        return found
+
 
 class ApiAuthError(ApiError):
     """401 or 403: the run must stop at once."""

@@ -164,6 +164,14 @@ def device_totals(devices: Iterable[dict[str, Any]], warnings: list[str] | None 
     return totals
 
 
+_UNIT_SUFFIXES = ("_wh", "_kwh", "_w", "_kw", "_v", "_a", "_percentage", "_pct", "_count", "_level")
+
+
+def _meant_as_number(key: str, value: str) -> bool:
+    """A text value where a number belongs: numeric text, or a key named with a unit."""
+    return _to_number(value) is not None or key.lower().endswith(_UNIT_SUFFIXES)
+
+
 def lookup(facts: Any, path: str) -> Any:
     """The value at a dotted path (``site.zip_code``, ``devices.0.type``), or None."""
     current = facts

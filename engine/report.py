@@ -152,3 +152,86 @@ def _clip(text: str, width: int) -> str:
 
 def _compact(expression: Any) -> str:
     return _clip(json.dumps(expression, separators=(",", ":")), 100)
+
+
+# --- stored runs and decisions (records come from the store; duck-typed here) -----------
+
+
+def render_run_footer(report: Any) -> str:
+    mode = "live" if report.live else "dry run"
+    lines = [f"Run {report.run_id} ({mode}, {report.program_id}): {report.outcome}"]
+    if report.message:
+        lines.append(f"  {report.message}")
+    if report.recovered:
+        lines.append(f"  recovered {report.recovered} change(s) left in flight by an earlier run")
+    if report.missing_groups:
+        verb = "created" if report.live else "would be created"
+        lines.append(f"  groups that {verb}: {', '.join(report.missing_groups)}")
+    if report.live:
+        states = ", ".join(f"{state} {count}" for state, count in sorted(report.change_states.items()))
+        lines.append(f"  changes: {states or 'none needed'}")
+    else:
+        needed = sum(1 for d in report.decisions if d.action is Action.UPDATE)
+        lines.append(f"  {needed} change(s) would be sent; nothing was sent (dry run)")
+    return "\n".join(lines)
+
+
+def render_runs(runs: Sequence[Any]) -> str:
+    if not runs:
+        return "(no runs yet)"
+    rows: list[tuple[str, ...]] = [("RUN", "STARTED", "PROGRAM", "MODE", "OUTCOME", "CHANGES")]
+    for run in runs:
+        changes = run.counts.get("changes") or {}
+        summary = ", ".join(f"{k} {v}" for k, v in sorted(changes.items())) or "-"
+        rows.append((
+            str(run.id), run.started_at.strftime("%Y-%m-%d %H:%M:%S"), run.program_id,
+            str(run.mode), str(run.outcome), summary,
+        ))  # fmt: skip
+    return "\n".join(_columns(rows))
+
+
+def render_history(records: Sequence[Any]) -> str:
+    lines = [f"Enrollment {records[0].decision.enrollment_id}: {len(records)} decision(s)"]
+    for record in records:
+        decision = record.decision
+        lines.append(
+            f"  run {record.run_id} {record.run_started_at:%Y-%m-%d %H:%M:%S} {record.run_mode}: "
+            f"{decision.transition} by {decision.rule_id or '-'}; change {record.change_state}"
+        )
+        if record.planned_patch:
+            lines.append(f"      planned PATCH {json.dumps(record.planned_patch, sort_keys=True)}")
+        if record.applied_at:
+            lines.append(
+                f"      applied at {record.applied_at:%Y-%m-%d %H:%M:%S} after {record.attempts} attempt(s)"
+            )
+        if record.http_status or record.api_error_code or record.error_message:
+            lines.append(
+                f"      API answer {record.http_status or '-'} {record.api_error_code or ''} "
+                f"{record.error_message or ''}".rstrip()
+            )
+    return "\n".join(lines)
+
+
+def render_stored_decision(record: Any, version: Any) -> str:
+    decision = record.decision
+    policy = "unknown policy"
+    if version is not None:
+        policy = f"{version.name} {version.version or ''} ({version.content_hash[:12]})".replace("  ", " ")
+    lines = [
+        f"Enrollment {decision.enrollment_id}: latest decision, run {record.run_id} ({record.run_mode})",
+        f"  policy {policy}, evaluated at {record.run_now:%Y-%m-%dT%H:%M:%SZ}",
+        f"  => {describe_decision(decision)}",
+    ]
+    for warning in decision.warnings:
+        lines.append(f"  data warning: {warning}")
+    for trace in decision.trace:
+        mark = "MATCH" if trace.matched else "no match"
+        lines.append(f"  {trace.kind} {trace.rule_id}: {mark} {json.dumps(trace.reads, default=str)}")
+    lines.append(
+        f"  change {record.change_state}" + (f": {record.error_message}" if record.error_message else "")
+    )
+    lines.append(
+        "  To replay it rule by rule: autoapprove explain --rules POLICY --input FILE "
+        f"--id {decision.enrollment_id} --now {record.run_now:%Y-%m-%dT%H:%M:%SZ}"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,105 @@
+"""What the run service needs from the outside world, as protocols.
+
+The service (``engine.service``) depends on these, never on httpx or SQLAlchemy; the
+wiring module (``engine.bootstrap``) passes in the real client and store, and tests can pass
+the same real ones pointed at the local simulator and a temporary database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from engine.decision import Decision
+from engine.models import EnrollmentPatch, Group
+
+
+class FlipApi(Protocol):
+    def iter_enrollment_dicts(self, program_id: str) -> Iterator[dict[str, Any]]: ...
+
+    def get_enrollment_dict(self, enrollment_id: str) -> dict[str, Any]: ...
+
+    def update_enrollment(self, enrollment_id: str, patch: EnrollmentPatch) -> dict[str, Any]: ...
+
+    def list_groups(self, program_id: str) -> list[Group]: ...
+
+    def ensure_group(self, program_id: str, group_id: str, name: str) -> tuple[Group, bool]: ...
+
+
+class PlannedChangeLike(Protocol):
+    @property
+    def decision_id(self) -> int: ...
+    @property
+    def enrollment_id(self) -> str: ...
+    @property
+    def body(self) -> dict[str, Any]: ...
+    @property
+    def change_state(self) -> str: ...
+    @property
+    def facts_fingerprint(self) -> str | None: ...
+    @property
+    def enrollment_updated_at(self) -> str | None: ...
+
+
+class ProgramLockLike(Protocol):
+    @property
+    def fencing_token(self) -> int: ...
+
+    def renew(self) -> Any: ...
+
+    def check(self) -> None: ...
+
+
+class DecisionStore(Protocol):
+    def save_policy_version(
+        self, program_id: str, name: str, version: str | None, content_hash: str, source_text: str
+    ) -> int: ...
+
+    def start_run(
+        self,
+        program_id: str,
+        mode: str,
+        policy_version_id: int,
+        now: datetime,
+        *,
+        holder: str | None = None,
+        fencing_token: int | None = None,
+    ) -> int: ...
+
+    def add_decisions(
+        self, run_id: int, program_id: str, decisions: Iterable[Decision], *, fencing_token: int | None = None
+    ) -> None: ...
+
+    def planned_changes(self, run_id: int) -> Sequence[PlannedChangeLike]: ...
+
+    def open_changes(self, program_id: str, *, before_run_id: int | None = None) -> Sequence[Any]: ...
+
+    def mark_in_flight(self, decision_id: int, *, fencing_token: int | None = None) -> None: ...
+
+    def record_outcome(
+        self,
+        decision_id: int,
+        state: Any,
+        *,
+        attempts: int | None = None,
+        http_status: int | None = None,
+        api_error_code: str | None = None,
+        api_error_locations: Sequence[Any] | None = None,
+        error_message: str | None = None,
+        fencing_token: int | None = None,
+    ) -> None: ...
+
+    def supersede(
+        self, decision_ids: Iterable[int], reason: str, *, fencing_token: int | None = None
+    ) -> int: ...
+
+    def finish_run(
+        self,
+        run_id: int,
+        outcome: str,
+        counts: dict[str, Any],
+        message: str | None = None,
+        *,
+        fencing_token: int | None = None,
+    ) -> None: ...

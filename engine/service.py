@@ -1,0 +1,435 @@
+"""One run of a policy over a Flip program: list, evaluate, store, then preview or apply.
+
+The store is the outbox. A live run records every needed change as ``planned`` before any
+request, marks it ``in_flight`` right before its PATCH and records the outcome right after;
+no database transaction is open across an HTTP call. A run first reconciles what a crashed
+run left in flight, and re-reads each enrollment right before changing it, so a person's
+decision in the Flip dashboard is never overwritten with stale data.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from engine.decision import Action, Decision
+from engine.errors import ApiAuthError, ApiError, ApiRetryableError, AutoapproveError, RunAborted
+from engine.evaluator import Evaluator
+from engine.models import EnrollmentPatch
+from engine.policy import Policy
+from engine.ports import DecisionStore, FlipApi, PlannedChangeLike
+
+ProgressCallback = Callable[[str, int, int], None]
+LockFactory = Callable[[str, str], AbstractContextManager[Any]]
+
+
+def default_holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How one run behaves. ``live=False`` (the default) sends nothing."""
+
+    live: bool = False
+    now: datetime | None = None
+    max_changes: int | None = None
+    concurrency: int = 8
+    recheck: bool = True  # re-read each enrollment right before changing it
+    holder: str = field(default_factory=default_holder)
+    crash_at: str | None = None  # test hook: hard exit at a named step ("in_flight", "in_flight:3")
+
+
+@dataclass
+class RunReport:
+    """What a run did, for the preview and the exit code."""
+
+    run_id: int
+    program_id: str
+    live: bool
+    decisions: list[Decision]
+    outcome: str = "completed"
+    message: str | None = None
+    change_states: Counter[str] = field(default_factory=Counter)
+    missing_groups: list[str] = field(default_factory=list)
+    created_groups: list[str] = field(default_factory=list)
+    recovered: int = 0
+
+    @property
+    def failed(self) -> int:
+        return self.change_states["failed_retryable"] + self.change_states["failed_permanent"]
+
+
+class _CrashHook:
+    """Hard-exits the process at a named step: how the crash tests kill a run mid-step."""
+
+    def __init__(self, spec: str | None) -> None:
+        name, _, nth = (spec or "").partition(":")
+        self.name = name
+        self.nth = int(nth) if nth.isdigit() else 1
+        self.seen = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, step: str) -> None:
+        if step != self.name:
+            return
+        with self.lock:
+            self.seen += 1
+            if self.seen == self.nth:
+                os._exit(137)
+
+
+class RunService:
+    """Runs one policy against one program through an API and a store (both injected)."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        api: FlipApi,
+        store: DecisionStore,
+        settings: RunSettings,
+        *,
+        lock_factory: LockFactory | None = None,
+        progress: ProgressCallback | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.policy = policy
+        self.api = api
+        self.store = store
+        self.settings = settings
+        self.now = (settings.now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+        self.progress = progress or (lambda _stage, _done, _total: None)
+        self.stop = stop or threading.Event()
+        self._lock_factory = lock_factory
+        self._crash = _CrashHook(settings.crash_at)
+        self._local = threading.local()
+
+    # -- the run -------------------------------------------------------------------------
+
+    def run(self, program_id: str | None = None) -> RunReport:
+        program = program_id or self.policy.program_id
+        if not self.settings.live or self._lock_factory is None:
+            return self._run(program, lock=None)
+        with self._lock_factory(program, self.settings.holder) as lock:
+            return self._run(program, lock)
+
+    def _run(self, program: str, lock: Any) -> RunReport:
+        token = lock.fencing_token if lock is not None else None
+        version_id = self.store.save_policy_version(
+            program,
+            self.policy.name or program,
+            self.policy.version,
+            self.policy.content_hash,
+            self.policy.source_text,
+        )
+        mode = "live" if self.settings.live else "dry_run"
+        run_id = self.store.start_run(
+            program, mode, version_id, self.now, holder=self.settings.holder, fencing_token=token
+        )
+        report = RunReport(run_id, program, self.settings.live, [])
+        try:
+            if self.settings.live:
+                report.recovered = self._reconcile(program, run_id, token)
+            raw = self._list(program)
+            report.decisions = self._evaluate(raw)
+            del raw
+            self.store.add_decisions(run_id, program, report.decisions, fencing_token=token)
+            self._crash("after_planning")
+            self._plan_groups(program, report)
+            if self.settings.live:
+                self._apply(run_id, report, token)
+        except RunAborted as exc:
+            self._finish(run_id, report, "aborted", str(exc), token)
+            raise
+        except ApiAuthError as exc:
+            self._finish(run_id, report, "failed", f"API key refused: {exc}", token)
+            raise
+        except AutoapproveError as exc:
+            self._finish(run_id, report, "failed", str(exc), token)
+            raise
+        except KeyboardInterrupt:
+            self._finish(run_id, report, "interrupted", "interrupted", token)
+            raise
+        outcome = "interrupted" if self.stop.is_set() else "completed"
+        self._finish(run_id, report, outcome, report.message, token)
+        return report
+
+    def _finish(
+        self, run_id: int, report: RunReport, outcome: str, message: str | None, token: int | None = None
+    ) -> None:
+        report.outcome, report.message = outcome, message
+        counts: dict[str, Any] = {
+            "transitions": dict(Counter(d.transition for d in report.decisions)),
+            "actions": dict(Counter(d.action.value for d in report.decisions)),
+            "changes": dict(report.change_states),
+            "recovered": report.recovered,
+        }
+        self.store.finish_run(run_id, outcome, counts, message, fencing_token=token)
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _list(self, program: str) -> list[dict[str, Any]]:
+        """Fetch the whole list before deciding anything: a broken answer decides nothing."""
+        enrollments = []
+        for raw in self.api.iter_enrollment_dicts(program):
+            enrollments.append(raw)
+            if len(enrollments) % 1000 == 0:
+                self.progress("listing", len(enrollments), 0)
+        return enrollments
+
+    def _evaluate(self, enrollments: list[dict[str, Any]]) -> list[Decision]:
+        evaluator = self._evaluator()
+        decisions = []
+        total = len(enrollments)
+        for index, raw in enumerate(enrollments, start=1):
+            decisions.append(evaluator.evaluate(raw))
+            if index % 1000 == 0 or index == total:
+                self.progress("evaluating", index, total)
+        return decisions
+
+    def _evaluator(self) -> Evaluator:
+        evaluator: Evaluator | None = getattr(self._local, "evaluator", None)
+        if evaluator is None:
+            evaluator = Evaluator(self.policy, self.now, trace=False)
+            self._local.evaluator = evaluator
+        return evaluator
+
+    def _plan_groups(self, program: str, report: RunReport) -> None:
+        wanted = sorted({g for d in report.decisions if d.action is Action.UPDATE for g in d.groups_added})
+        if not wanted:
+            return
+        existing = {group.id for group in self.api.list_groups(program)}
+        report.missing_groups = [g for g in wanted if g not in existing]
+        if not self.settings.live:
+            return
+        for group_id in report.missing_groups:
+            _group, created = self.api.ensure_group(program, group_id, group_id)
+            self._crash("after_group_create")
+            if created:
+                report.created_groups.append(group_id)
+
+    def _reconcile(self, program: str, run_id: int, token: int | None) -> int:
+        """Settle what earlier (crashed) runs left open before planning anew."""
+        recovered = 0
+        leftovers = self.store.open_changes(program, before_run_id=run_id)
+        superseded: list[int] = []
+        for change in leftovers:
+            if change.change_state == "in_flight" and self._already_applied(change):
+                self.store.record_outcome(
+                    change.decision_id, "recovered", fencing_token=token,
+                    error_message="found applied after an interrupted run",
+                )  # fmt: skip
+                recovered += 1
+            else:
+                superseded.append(change.decision_id)
+        if superseded:
+            self.store.supersede(superseded, f"re-planned by run {run_id}", fencing_token=token)
+        return recovered
+
+    def _already_applied(self, change: Any) -> bool:
+        try:
+            current = self.api.get_enrollment_dict(change.enrollment_id)
+        except ApiAuthError:
+            raise
+        except ApiError:
+            return False
+        return patch_is_applied(change.body, current)
+
+    # -- applying ------------------------------------------------------------------------
+
+    def _apply(self, run_id: int, report: RunReport, token: int | None) -> None:
+        planned = list(self.store.planned_changes(run_id))
+        decisions = {d.enrollment_id: d for d in report.decisions if d.action is Action.UPDATE}
+        to_send, held = self._guard_active(planned, decisions)
+        for change, reason in held:
+            self.store.record_outcome(change.decision_id, "held", fencing_token=token, error_message=reason)
+            report.change_states["held"] += 1
+        self._circuit_breakers(run_id, report, to_send, token)
+        self._send_all(to_send, decisions, report, token)
+
+    def _guard_active(
+        self, planned: list[PlannedChangeLike], decisions: dict[str | None, Decision]
+    ) -> tuple[list[PlannedChangeLike], list[tuple[PlannedChangeLike, str]]]:
+        allowed = {s.value for s in self.policy.document.limits.allow_leaving_active}
+        to_send, held = [], []
+        for change in planned:
+            decision = decisions.get(change.enrollment_id)
+            leaving = decision is not None and decision.current_status == "ACTIVE" and decision.status_changes
+            if leaving and decision is not None and decision.status not in allowed:
+                held.append(
+                    (change, f"ACTIVE -> {decision.status} is not in the policy's allow_leaving_active")
+                )
+            else:
+                to_send.append(change)
+        return to_send, held
+
+    def _circuit_breakers(
+        self, run_id: int, report: RunReport, to_send: list[PlannedChangeLike], token: int | None
+    ) -> None:
+        limits = self.policy.document.limits
+        reason = None
+        max_changes = (
+            self.settings.max_changes if self.settings.max_changes is not None else limits.max_changes
+        )
+        if max_changes is not None and len(to_send) > max_changes:
+            reason = f"{len(to_send)} changes planned, more than the limit of {max_changes}"
+        evaluated = [d for d in report.decisions if d.action in (Action.UPDATE, Action.NONE)]
+        rejects = sum(1 for d in evaluated if d.status == "REJECTED" and d.status_changes)
+        if reason is None and limits.max_reject_ratio is not None and evaluated:
+            ratio = rejects / len(evaluated)
+            if ratio > limits.max_reject_ratio:
+                reason = (
+                    f"the policy would reject {rejects} of {len(evaluated)} evaluated enrollments "
+                    f"({ratio:.0%}), above its max_reject_ratio of {limits.max_reject_ratio:.0%}"
+                )
+        if reason is None:
+            return
+        for change in to_send:
+            self.store.record_outcome(change.decision_id, "held", fencing_token=token, error_message=reason)
+        report.change_states["held"] += len(to_send)
+        raise RunAborted(reason)
+
+    def _send_all(
+        self,
+        changes: list[PlannedChangeLike],
+        decisions: dict[str | None, Decision],
+        report: RunReport,
+        token: int | None,
+    ) -> None:
+        applier = _Applier(self, decisions, token)
+        total = len(changes)
+        for done, state in enumerate(applier.send(changes), start=1):
+            report.change_states[state] += 1
+            self.progress("applying", done, total)
+        if applier.auth_error is not None:
+            raise applier.auth_error
+
+    def _stale_reason(self, change: PlannedChangeLike, planned: Decision | None) -> str | None:
+        """Why the planned change must not be sent now, or None when it still stands."""
+        if not self.settings.recheck:
+            return None
+        fresh = self.api.get_enrollment_dict(change.enrollment_id)
+        if planned is not None and fresh.get("updated_at") == planned.updated_at:
+            return None
+        status = fresh.get("status")
+        if status not in self.policy.applies_to:
+            return f"status changed to {status} since it was listed (a person's decision is kept)"
+        again = self._evaluator().evaluate(fresh)
+        patch = again.patch()
+        if patch is None or patch.body() != change.body:
+            return "the enrollment changed since it was listed; re-planned on the next run"
+        return None
+
+
+class _Applier:
+    """Sends planned changes on a thread pool: record, then act, then record."""
+
+    def __init__(self, service: RunService, decisions: dict[str | None, Decision], token: int | None) -> None:
+        self.service = service
+        self.store = service.store
+        self.decisions = decisions
+        self.token = token
+        self.auth_error: ApiAuthError | None = None
+        self.workers = max(1, service.settings.concurrency)
+
+    def halted(self) -> bool:
+        return self.service.stop.is_set() or self.auth_error is not None
+
+    def send(self, changes: Iterable[PlannedChangeLike]) -> Iterator[str]:
+        """Yield each change's final state as it completes; stop early on a signal or a 401."""
+        queue = iter(changes)
+        window = self.workers * 4  # bounded look-ahead: memory stays flat for any number of changes
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="apply") as pool:
+            pending: set[Future[str]] = set()
+            exhausted = False
+            while True:
+                while not exhausted and len(pending) < window and not self.halted():
+                    change = next(queue, None)
+                    if change is None:
+                        exhausted = True
+                    else:
+                        pending.add(pool.submit(self.send_one, change))
+                if not pending:
+                    return
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    yield future.result()
+
+    def send_one(self, change: PlannedChangeLike) -> str:
+        if self.halted():
+            return "planned"
+        try:
+            stale = self.service._stale_reason(change, self.decisions.get(change.enrollment_id))
+        except ApiAuthError as exc:
+            self.auth_error = exc
+            return "planned"
+        except ApiError as exc:
+            return self.record_failure(change, exc, "failed_retryable")
+        if stale is not None:
+            self.store.supersede([change.decision_id], stale, fencing_token=self.token)
+            return "superseded"
+        return self.patch(change)
+
+    def patch(self, change: PlannedChangeLike) -> str:
+        self.store.mark_in_flight(change.decision_id, fencing_token=self.token)
+        self.service._crash("in_flight")
+        try:
+            self.service.api.update_enrollment(
+                change.enrollment_id, EnrollmentPatch.model_validate(change.body)
+            )
+        except ApiAuthError as exc:
+            self.auth_error = exc
+            return self.record_failure(change, exc, "failed_retryable")
+        except ApiError as exc:
+            return self.record_failure(change, exc, _failure_state(exc))
+        self.service._crash("after_patch")
+        self.store.record_outcome(change.decision_id, "applied", fencing_token=self.token)
+        return "applied"
+
+    def record_failure(self, change: PlannedChangeLike, exc: ApiError, state: str) -> str:
+        self.store.record_outcome(
+            change.decision_id,
+            state,
+            fencing_token=self.token,
+            http_status=exc.status_code,
+            api_error_code=exc.code,
+            api_error_locations=exc.locations(),
+            error_message=_safe_message(exc),
+        )
+        return state
+
+
+def _failure_state(exc: ApiError) -> str:
+    if isinstance(exc, ApiRetryableError):
+        return "deferred" if exc.retry_after is not None else "failed_retryable"
+    if exc.status_code is None or exc.status_code >= 500 or exc.status_code == 429:
+        return "failed_retryable"
+    return "failed_permanent"
+
+
+def _safe_message(exc: ApiError) -> str:
+    """Our own description of a failure: the API's text may quote personal data."""
+    status = f"HTTP {exc.status_code}" if exc.status_code else type(exc).__name__
+    code = f" {exc.code}" if exc.code else ""
+    return f"{status}{code}"
+
+
+def patch_is_applied(patch: dict[str, Any], enrollment: dict[str, Any]) -> bool:
+    """Whether an enrollment already has the state a PATCH body asks for."""
+    if "status" in patch and enrollment.get("status") != patch["status"]:
+        return False
+    if "group_ids" in patch:
+        site = enrollment.get("site") if isinstance(enrollment.get("site"), dict) else {}
+        groups = site.get("groups") if isinstance(site, dict) else None
+        current = {g.get("id") for g in groups or [] if isinstance(g, dict)}
+        if current != set(patch["group_ids"]):
+            return False
+    return True
