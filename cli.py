@@ -514,7 +514,14 @@ def _app_config(args: argparse.Namespace) -> Any:
     overrides: dict[str, Any] = {}
     if getattr(args, "max_rps", None):
         overrides["max_requests_per_s"] = args.max_rps
-    return AppConfig(environ=_environ(), db_url=getattr(args, "db", None), api_overrides=overrides)
+    environ = _environ()
+    key_file = environ.get("FLIP_API_KEY_FILE")
+    return AppConfig(
+        environ=environ,
+        db_url=getattr(args, "db", None),
+        secrets_file=Path(key_file) if key_file else None,
+        api_overrides=overrides,
+    )
 
 
 class _Progress:

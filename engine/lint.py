@@ -14,6 +14,10 @@ from engine.yamlsafe import YamlPath
 
 _RELATIONAL = frozenset({"<", "<=", ">", ">="})
 _OPEN_OBJECTS = ("program.", "totals.", "site.", "devices.")  # prefixes whose next key is open
+PERSONAL_FIELDS = frozenset(
+    f"site.{key}"
+    for key in ("first_name", "last_name", "email", "street_address", "street_address2", "company_name")
+)
 _ALWAYS_PRESENT = frozenset({"now", "totals.device_count", "status", "id", "decision.status"})
 
 
@@ -38,7 +42,13 @@ def _template_paths(policy: Policy) -> Iterator[Problem]:
         templates.append((("default", "reason"), policy.default_reason))
     for where, template in templates:
         for path in template.paths:
-            if not _known_root(path, in_groups=False):
+            if path in PERSONAL_FIELDS:
+                yield _warn(
+                    policy, where,
+                    f"{_dotted(where)}: placeholder {{{path}}} copies personal data into the status "
+                    "reason, which is sent to Flip and stored",
+                )  # fmt: skip
+            elif not _known_root(path, in_groups=False):
                 suggestion = difflib.get_close_matches(path, _root_candidates(False), n=1, cutoff=0.6)
                 yield _warn(
                     policy,
