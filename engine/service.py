@@ -138,9 +138,7 @@ class RunService:
         try:
             if self.settings.live:
                 report.recovered = self._reconcile(program, run_id, token)
-            raw = self._list(program)
-            report.decisions = self._evaluate(raw)
-            del raw
+            report.decisions = self._list_and_evaluate(program)
             self.store.add_decisions(run_id, program, report.decisions, fencing_token=token)
             self._crash("after_planning")
             self._plan_groups(program, report)
@@ -176,23 +174,20 @@ class RunService:
 
     # -- steps ---------------------------------------------------------------------------
 
-    def _list(self, program: str) -> list[dict[str, Any]]:
-        """Fetch the whole list before deciding anything: a broken answer decides nothing."""
-        enrollments = []
-        for raw in self.api.iter_enrollment_dicts(program):
-            enrollments.append(raw)
-            if len(enrollments) % 1000 == 0:
-                self.progress("listing", len(enrollments), 0)
-        return enrollments
+    def _list_and_evaluate(self, program: str) -> list[Decision]:
+        """Evaluate each enrollment as the list streams in, keeping only the decisions.
 
-    def _evaluate(self, enrollments: list[dict[str, Any]]) -> list[Decision]:
+        Nothing is stored or sent until the whole list has arrived: a malformed or truncated
+        answer raises here and the run records no decision. Raw enrollments are dropped as
+        soon as they are evaluated, so memory grows with the (small) decisions only.
+        """
         evaluator = self._evaluator()
         decisions = []
-        total = len(enrollments)
-        for index, raw in enumerate(enrollments, start=1):
+        for raw in self.api.iter_enrollment_dicts(program):
             decisions.append(evaluator.evaluate(raw))
-            if index % 1000 == 0 or index == total:
-                self.progress("evaluating", index, total)
+            if len(decisions) % 1000 == 0:
+                self.progress("evaluating", len(decisions), 0)
+        self.progress("evaluating", len(decisions), len(decisions))
         return decisions
 
     def _evaluator(self) -> Evaluator:
