@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -68,6 +69,20 @@ class RunReport:
         return self.change_states["failed_retryable"] + self.change_states["failed_permanent"]
 
 
+class _LeaseKeeper:
+    """Renews the program lock's lease well before it expires during a long run."""
+
+    def __init__(self, lock: Any, every_s: float = 60.0) -> None:
+        self.lock = lock
+        self.every_s = every_s
+        self.last = time.monotonic()
+
+    def keep(self) -> None:
+        if self.lock is not None and time.monotonic() - self.last >= self.every_s:
+            self.lock.renew()
+            self.last = time.monotonic()
+
+
 class _CrashHook:
     """Hard-exits the process at a named step: how the crash tests kill a run mid-step."""
 
@@ -110,6 +125,7 @@ class RunService:
         self.stop = stop or threading.Event()
         self._lock_factory = lock_factory
         self._crash = _CrashHook(settings.crash_at)
+        self._lease = _LeaseKeeper(None)
         self._local = threading.local()
 
     # -- the run -------------------------------------------------------------------------
@@ -122,6 +138,7 @@ class RunService:
             return self._run(program, lock)
 
     def _run(self, program: str, lock: Any) -> RunReport:
+        self._lease = _LeaseKeeper(lock)
         token = lock.fencing_token if lock is not None else None
         version_id = self.store.save_policy_version(
             program,
@@ -304,6 +321,7 @@ class RunService:
         for done, state in enumerate(applier.send(changes), start=1):
             report.change_states[state] += 1
             self.progress("applying", done, total)
+            self._lease.keep()
         if applier.auth_error is not None:
             raise applier.auth_error
 
