@@ -62,7 +62,7 @@ class Evaluator:
             return self._decide(raw, enrollment_id, current_status, current_groups)
         except EvaluationError as exc:
             return _error_decision(enrollment_id, current_status, current_groups, str(exc), raw)
-        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+        except Exception as exc:  # noqa: BLE001 - one odd enrollment must not stop a run
             message = f"unexpected data: {type(exc).__name__}: {exc}"
             return _error_decision(enrollment_id, current_status, current_groups, message, raw)
 

@@ -24,6 +24,7 @@ from engine.logic import parse_date
 
 TRUE_WORDS = frozenset({"true", "yes", "y", "1", "on"})
 FALSE_WORDS = frozenset({"false", "no", "n", "0", "off"})
+_MAX_INT = 2**53  # beyond this a number is not exact in JSON (and our JsonLogic library)
 NUMBER_TYPES = frozenset({"number", "integer", "int", "float", "decimal"})
 
 # Fact names at the top level that are ours, not the API's.
@@ -64,6 +65,7 @@ class FactsBuilder:
         facts["program"] = program_attributes(raw.get("program_specific_attributes"), warnings)
         facts["totals"] = device_totals(devices, warnings)
         facts["now"] = self.now_iso
+        facts.pop("decision", None)  # reserved for group rules (decision.status reads null)
         return facts, warnings
 
     def _device(self, device: dict[str, Any]) -> dict[str, Any]:
@@ -129,13 +131,15 @@ def _to_bool(value: Any) -> bool | None:
 def _to_number(value: Any) -> int | float | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
+    if isinstance(value, int):
+        return value if -_MAX_INT <= value <= _MAX_INT else None
+    if isinstance(value, float):
         return value if math.isfinite(value) else None
     try:
         number = float(str(value).strip().replace(",", ""))
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
-    if not math.isfinite(number):
+    if not math.isfinite(number) or abs(number) > _MAX_INT:
         return None
     return int(number) if number.is_integer() and "." not in str(value) else number
 
@@ -154,7 +158,7 @@ def device_totals(devices: Iterable[dict[str, Any]], warnings: list[str] | None 
         if not isinstance(attributes, dict):
             continue
         for key, value in attributes.items():
-            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            if _is_number(value):
                 totals[key] = totals.get(key, 0) + value
             elif value is not None and warnings is not None and isinstance(value, str):
                 warnings.append(
@@ -162,6 +166,14 @@ def device_totals(devices: Iterable[dict[str, Any]], warnings: list[str] | None 
                 )
     totals["device_count"] = count
     return totals
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -_MAX_INT <= value <= _MAX_INT
+    return isinstance(value, float) and math.isfinite(value)
 
 
 _UNIT_SUFFIXES = ("_wh", "_kwh", "_w", "_kw", "_v", "_a", "_percentage", "_pct", "_count", "_level")
@@ -197,7 +209,8 @@ def fingerprint_sources(paths: Iterable[str]) -> tuple[tuple[str, ...], tuple[st
     for path in paths:
         head, _, rest = path.partition(".")
         if head == "site" and rest:
-            site_keys.setdefault(rest.split(".")[0], None)
+            key = rest.split(".")[0]
+            site_keys.setdefault("groups" if key == "group_ids" else key, None)
         elif head in ("devices", "totals"):
             top_keys.setdefault("devices", None)
         elif head == "program":
@@ -212,8 +225,10 @@ def fingerprint(raw: dict[str, Any], sources: tuple[tuple[str, ...], tuple[str, 
     site_keys, top_keys = sources
     site = raw.get("site")
     site_values = [site.get(key) for key in site_keys] if isinstance(site, dict) else None
-    text = repr((site_values, [raw.get(key) for key in top_keys]))
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+    text = json.dumps(
+        [site_values, [raw.get(key) for key in top_keys]], sort_keys=True, default=repr, ensure_ascii=True
+    )
+    return hashlib.blake2b(text.encode("ascii"), digest_size=16).hexdigest()
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -341,14 +341,44 @@ class LogicSession:
 
     @staticmethod
     def prepare(facts: Any) -> datalogic_py.DataHandle:
-        """Convert facts once; evaluate many conditions against the result."""
-        return datalogic_py.DataHandle(facts)
+        """Convert facts once; evaluate many conditions against the result.
+
+        Values the library cannot hold (integers beyond 64 bits, lone surrogates) are
+        made representable on a second try, so one odd field does not spoil a decision.
+        """
+        try:
+            return datalogic_py.DataHandle(facts)
+        except datalogic_py.DataLogicError:
+            pass
+        try:
+            return datalogic_py.DataHandle(representable(facts))
+        except datalogic_py.DataLogicError as exc:
+            raise EvaluationError(f"enrollment data cannot be evaluated: {_describe(exc)}") from exc
 
     def is_true(self, condition: Condition, data: datalogic_py.DataHandle) -> bool:
         try:
             return self._session.evaluate_truthy(condition.native, data)
         except datalogic_py.DataLogicError as exc:
             raise EvaluationError(_describe(exc)) from exc
+
+
+_INT64 = 2**63
+
+
+def representable(value: Any) -> Any:
+    """A copy where out-of-range integers become floats and lone surrogates become U+FFFD."""
+    if isinstance(value, dict):
+        return {representable(k): representable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [representable(item) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not -_INT64 <= value < _INT64:
+        try:
+            return float(value)
+        except OverflowError:
+            return None
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    return value
 
 
 def _describe(exc: datalogic_py.DataLogicError) -> str:

@@ -225,7 +225,12 @@ class Policy:
 
 
 def substitute_decision(node: Any, decided: dict[str, Any]) -> Any:
-    """Replace root-scope ``{"var": "decision.<key>"}`` with the decided value."""
+    """Put the decided outcome into a group condition (root scope only).
+
+    ``{"var": "decision.status"}`` becomes the decided value; a null one is left as the
+    ``var`` (facts have no ``decision`` object, so it reads null or its default and keeps
+    JavaScript equality). ``missing`` of ``decision.*`` keys is settled the same way.
+    """
     if isinstance(node, list):
         return [substitute_decision(item, decided) for item in node]
     if not is_operation(node):
@@ -235,12 +240,21 @@ def substitute_decision(node: Any, decided: dict[str, Any]) -> Any:
     if operator == "var" and args and isinstance(args[0], str) and args[0].startswith("decision"):
         key = args[0][len("decision.") :] if args[0] != "decision" else ""
         value = decided.get(key) if key else dict(decided)
-        if value is None and len(args) > 1:
-            return args[1]
-        return value
+        return node if value is None else value
+    if operator == "missing":
+        return _substitute_missing(node, args, decided)
     if operator in ("some", "all", "none", "filter", "map", "reduce") and len(args) >= 2:
         return {operator: [substitute_decision(args[0], decided), args[1], *args[2:]]}
     return {operator: [substitute_decision(arg, decided) for arg in args]}
+
+
+def _substitute_missing(node: dict[str, Any], args: list[Any], decided: dict[str, Any]) -> Any:
+    keys = args[0] if len(args) == 1 and isinstance(args[0], list) else args
+    if not all(isinstance(key, str) for key in keys) or not any(k.startswith("decision.") for k in keys):
+        return node
+    settled = [k for k in keys if k.startswith("decision.") and decided.get(k[9:]) in (None, "")]
+    others = [k for k in keys if not k.startswith("decision.")]
+    return {"merge": [settled, {"missing": others}]} if others else settled
 
 
 # --- loading -----------------------------------------------------------------------------
@@ -312,6 +326,9 @@ class _Compiler:
 
     def build(self, text: str) -> Policy:
         self._check_unique_ids()
+        self._check_definitions()
+        if self.problems:  # a broken definition is reported once, where it is written
+            raise PolicyError(self.problems)
         rules = self._compile_rules()
         groups = self._compile_groups()
         default = self.document.default
@@ -350,6 +367,24 @@ class _Compiler:
                 if entry_id in seen:
                     self.error((section, index, "id"), f"{section}[{index}].id: duplicate id {entry_id!r}")
                 seen.add(entry_id)
+
+    def _check_definitions(self) -> None:
+        """Every definition must expand and use known operators, even one no rule uses yet."""
+        definitions = self.document.definitions
+        in_reported_cycle: set[str] = set()
+        for name, body in definitions.items():
+            path: YamlPath = ("definitions", name)
+            try:
+                expanded = _expand_refs(body, definitions, (name,))
+            except _RefError as exc:
+                if name not in in_reported_cycle:
+                    self.error(path, f"definitions.{name}: {exc}")
+                in_reported_cycle.update(exc.cycle)
+                continue
+            for operator, pointer in self.engine.unknown_operators(expanded):
+                self.error(
+                    (*path, *_pointer_path(pointer)), f"definitions.{name}: unknown operator {operator!r}"
+                )
 
     def _compile_rules(self) -> list[CompiledRule]:
         compiled = []
@@ -419,7 +454,9 @@ class _Compiler:
 
 
 class _RefError(Exception):
-    pass
+    def __init__(self, message: str, cycle: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.cycle = cycle
 
 
 def _expand_refs(node: Any, definitions: dict[str, Any], stack: tuple[str, ...]) -> Any:
@@ -434,7 +471,7 @@ def _expand_refs(node: Any, definitions: dict[str, Any], stack: tuple[str, ...])
             known = ", ".join(sorted(definitions)) or "none"
             raise _RefError(f"unknown ref {name!r} (definitions: {known})")
         if name in stack:
-            raise _RefError(f"ref cycle: {' -> '.join((*stack, name))}")
+            raise _RefError(f"ref cycle: {' -> '.join((*stack, name))}", (*stack, name))
         return _expand_refs(definitions[name], definitions, (*stack, name))
     return {operator: _expand_refs(node[operator], definitions, stack)}
 

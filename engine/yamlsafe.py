@@ -80,7 +80,10 @@ def load_yaml(text: str, source: str) -> LoadedYaml:
     """Parse one YAML document into JSON-like data. Raises ``PolicyError`` on anything else."""
     if len(text.encode("utf-8", errors="replace")) > MAX_YAML_BYTES:
         raise PolicyError.at(source, f"file is larger than {MAX_YAML_BYTES} bytes")
-    loader = _LimitedLoader(text, source)
+    try:
+        loader = _LimitedLoader(text, source)
+    except yaml.YAMLError as exc:
+        raise PolicyError.at(source, f"invalid YAML: {exc}".splitlines()[0]) from exc
     try:
         root = loader.get_single_node()
         if root is None:
@@ -150,4 +153,14 @@ def _plain_scalar(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        return _join_surrogates(value)
     return value
+
+
+def _join_surrogates(text: str) -> str:
+    """``"\\ud83d\\ude00"`` (how JSON writes an emoji) is one character, not two halves."""
+    if not any("\ud800" <= ch <= "\udfff" for ch in text):
+        return text
+    joined = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return joined.encode("utf-8", "replace").decode("utf-8")

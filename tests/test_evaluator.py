@@ -287,12 +287,6 @@ def test_decision_inside_an_iteration_is_the_element(evaluate: Callable[[Policy,
     assert evaluate(policy, enrollment(devices=[{"type": "BATTERY"}])).group_ids == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason='bug: {"missing": ["decision.status"]} in a group entry always reports the key as missing: '
-    "substitute_decision only rewrites var, and facts have no decision object",
-)
 def test_missing_sees_the_decided_status(evaluate: Callable[[Policy, Any], Decision]) -> None:
     policy = make_policy(
         [rule("approve", True)],
@@ -303,13 +297,6 @@ def test_missing_sees_the_decided_status(evaluate: Callable[[Policy, Any], Decis
     assert decision.group_ids == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason='bug: with no decided status, {"==": [{"var": "decision.status"}, ""]} is true: the null is '
-    'inlined as a literal and null == "" is left to datalogic\'s coercion, unlike JavaScript and '
-    "unlike every other var",
-)
 def test_null_decided_status_compares_like_javascript(evaluate: Callable[[Policy, Any], Decision]) -> None:
     policy = make_policy(
         [rule("never", False)],
@@ -420,13 +407,6 @@ def test_bad_program_values_are_warnings_not_errors(evaluate: Callable[[Policy, 
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=datalogic_py.DataLogicError,
-    reason="bug: Evaluator.evaluate raises datalogic_py.ParseError for an integer outside the 64-bit "
-    "range (here a 20-digit account number typed as integer, or any such number in the enrollment); "
-    "only EvaluationError and a few builtins are caught",
-)
 @pytest.mark.parametrize(
     "raw",
     [
@@ -447,12 +427,6 @@ def test_huge_integer_never_raises(evaluate: Callable[[Policy, Any], Decision], 
     assert decision.action in (Action.UPDATE, Action.ERROR)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=datalogic_py.DataLogicError,
-    reason="bug: Evaluator.evaluate raises datalogic_py.ParseError for a string with a lone surrogate "
-    '(what json.loads makes of "\\ud800"), instead of returning a decision',
-)
 def test_lone_surrogate_never_raises(evaluate: Callable[[Policy, Any], Decision]) -> None:
     policy = make_policy([rule("approve", True)])
     raw = json.loads('{"id": "e1", "status": "SUBMITTED", "note": "\\ud800"}')
@@ -460,12 +434,6 @@ def test_lone_surrogate_never_raises(evaluate: Callable[[Policy, Any], Decision]
     assert decision.action in (Action.UPDATE, Action.ERROR)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: an integer program attribute too large for a float (10**400) raises OverflowError in "
-    "facts, so the enrollment is an error instead of null + a warning",
-)
 def test_integer_attribute_too_large_for_a_float_is_a_warning(
     evaluate: Callable[[Policy, Any], Decision],
 ) -> None:
@@ -624,13 +592,6 @@ def test_fingerprint_ignores_facts_the_policy_does_not_read(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: a policy that reads site.group_ids gets the same fingerprint when the site's groups "
-    "change: fingerprint_sources maps it to the raw site key 'group_ids', which the API never sends "
-    "(the fact is derived from site.groups)",
-)
 def test_fingerprint_follows_site_group_ids(evaluate: Callable[[Policy, Any], Decision]) -> None:
     policy = make_policy([rule("pilot", {"in": ["PILOT", var("site.group_ids")]})])
     in_pilot = evaluate(policy, enrollment(groups=["PILOT"]))
@@ -639,12 +600,6 @@ def test_fingerprint_follows_site_group_ids(evaluate: Callable[[Policy, Any], De
     assert in_pilot.facts_fingerprint != not_in_pilot.facts_fingerprint
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: the fingerprint hashes repr() of the raw values, so two equal enrollments whose "
-    "objects list their keys in another order get different fingerprints",
-)
 def test_fingerprint_does_not_depend_on_key_order(
     tx_policy: Policy, now: datetime, tx_enrollment: Callable[..., Any]
 ) -> None:

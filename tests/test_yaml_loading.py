@@ -179,24 +179,12 @@ def test_missing_file_is_a_policy_error(tmp_path: Path) -> None:
     assert str(caught[0]).startswith(f"{missing}: error: cannot read the file")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=yaml.YAMLError,
-    reason="bug: a non-printable character (NUL, BEL, ESC, DEL) makes load_yaml raise "
-    "yaml.reader.ReaderError instead of PolicyError: the loader is built outside the try block",
-)
 @pytest.mark.parametrize("char", ["\x00", "\x07", "\x1b", "\x7f"])
 def test_control_character_is_a_policy_error(char: str) -> None:
     with pytest.raises(PolicyError):
         load_yaml(f"program_id: p{char}\n", "ctrl.yaml")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: a JSON-style surrogate-pair escape (what json.dumps writes for an emoji) loads as two "
-    "lone surrogates; validate says ok, then run crashes printing the reason (UnicodeEncodeError)",
-)
 def test_escaped_surrogate_pair_is_one_character() -> None:
     try:
         data = load_yaml('reason: "ok \\ud83d\\ude00"\n', "emoji.yaml").data
