@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-import datalogic_py
 import pytest
 
 from engine.decision import Action, Decision, RuleTrace

@@ -8,7 +8,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import yaml
 
 from engine.errors import PolicyError
 from engine.policy import load_policy, load_policy_text
