@@ -1,0 +1,58 @@
+"""The decision store: runs, decisions, the outbox of live runs, and program locks.
+
+Nothing here touches a database at import time: build an engine with
+``create_engine_for_url`` (or pass your own) and open a ``Store`` on it.
+
+::
+
+    with Store.open("sqlite:///autoapprove.db") as store:        # migrates to head
+        with acquire_program_lock(store.engine, program_id, holder="host:pid") as lock:
+            run_id = store.start_run(program_id, "live", policy_id, now,
+                                     holder=lock.holder, fencing_token=lock.fencing_token)
+            store.add_decisions(run_id, program_id, decisions)
+            ...
+            store.finish_run(run_id, "completed", counts)
+"""
+
+from engine.migrations import current_revision, head_revision, upgrade
+from engine.store.locks import Clock, ProgramLock, acquire_program_lock, utc_now
+from engine.store.repository import (
+    BATCH_SIZE,
+    DB_URL_ENV,
+    DEFAULT_DB_URL,
+    DecisionRecord,
+    PlannedChange,
+    PolicyVersionRecord,
+    RunRecord,
+    Store,
+    api_error_locations,
+    change_key,
+    create_engine_for_url,
+    resolve_db_url,
+)
+from engine.store.schema import ChangeState, RunMode, RunOutcome
+
+__all__ = [
+    "BATCH_SIZE",
+    "DB_URL_ENV",
+    "DEFAULT_DB_URL",
+    "ChangeState",
+    "Clock",
+    "DecisionRecord",
+    "PlannedChange",
+    "PolicyVersionRecord",
+    "ProgramLock",
+    "RunMode",
+    "RunOutcome",
+    "RunRecord",
+    "Store",
+    "acquire_program_lock",
+    "api_error_locations",
+    "change_key",
+    "create_engine_for_url",
+    "current_revision",
+    "head_revision",
+    "resolve_db_url",
+    "upgrade",
+    "utc_now",
+]
