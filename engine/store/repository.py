@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from itertools import islice
 from typing import Any, Self
@@ -290,8 +291,83 @@ def _clean_locations(locations: Sequence[Any] | None) -> list[Any] | None:
     return cleaned
 
 
+# -- What the databases can hold ------------------------------------------------------
+# PostgreSQL refuses NUL characters in text and JSON, and no driver can encode a lone
+# surrogate (which a lenient JSON parser lets through from the API). Such characters become
+# U+FFFD on every backend, so one odd value never fails a batch and both behave the same.
+
+_TEXT_FIELDS = (
+    "enrollment_id",
+    "current_status",
+    "status",
+    "reason",
+    "rule_id",
+    "error",
+    "updated_at",
+    "facts_fingerprint",
+)
+_LIST_FIELDS = ("group_ids", "current_group_ids", "groups_added", "groups_removed", "warnings")
+
+
+def _is_storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _storable_text(text: str) -> str:
+    if _is_storable(text):
+        return text
+    text = text.replace("\x00", "\ufffd")
+    # Pairs a split surrogate pair back together; a lone surrogate becomes U+FFFD.
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _storable_json(value: Any) -> Any:
+    """``value`` as JSON the databases accept: finite numbers, storable text, lists, objects."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return _storable_text(value)
+    if isinstance(value, Mapping):
+        return {_storable_text(str(key)): _storable_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable_json(item) for item in value]
+    return _storable_text(str(value))
+
+
+def _storable_decision(decision: Decision) -> Decision:
+    """``decision`` itself when every text in it can be stored as is (the usual case)."""
+    changes: dict[str, Any] = {}
+    for name in _TEXT_FIELDS:
+        text = getattr(decision, name)
+        if isinstance(text, str) and not _is_storable(text):
+            changes[name] = _storable_text(text)
+    for name in _LIST_FIELDS:
+        items = getattr(decision, name)
+        if not all(_is_storable(item) for item in items if isinstance(item, str)):
+            changes[name] = [_storable_json(item) for item in items]
+    return replace(decision, **changes) if changes else decision
+
+
 def _trace_to_json(trace: Iterable[RuleTrace]) -> list[dict[str, Any]]:
-    return [{"rule_id": t.rule_id, "kind": t.kind, "matched": t.matched, "reads": t.reads} for t in trace]
+    return [
+        {
+            "rule_id": _storable_json(t.rule_id),
+            "kind": _storable_json(t.kind),
+            "matched": t.matched,
+            "reads": _storable_json(t.reads),
+        }
+        for t in trace
+    ]
 
 
 def _trace_from_json(items: list[dict[str, Any]]) -> list[RuleTrace]:
@@ -329,6 +405,7 @@ def _decision_values(
     now: datetime,
     change_keys: Callable[[Decision], str | None] | None,
 ) -> dict[str, Any]:
+    decision = _storable_decision(decision)
     body, problem = _planned_body(decision)
     key = None
     if body is not None:
@@ -837,6 +914,20 @@ class Store:
             .where(DecisionRow.id == decision_id)
         )
         return records[0] if records else None
+
+    def run_decisions(
+        self, run_id: int, *, offset: int = 0, limit: int | None = None
+    ) -> list[DecisionRecord]:
+        """A run's decisions in the order they were stored (a page of them with offset/limit)."""
+        query = (
+            select(DecisionRow, RunRow)
+            .join(RunRow, RunRow.id == DecisionRow.run_id)
+            .where(DecisionRow.run_id == run_id)
+            .order_by(DecisionRow.id)
+            .offset(offset)
+            .limit(limit)
+        )
+        return self._decision_records(query)
 
     def history(self, enrollment_id: str) -> list[DecisionRecord]:
         """Every decision (and where its change went) for one enrollment, oldest first."""

@@ -200,7 +200,9 @@ class DecisionRow(Base):
     groups_removed: Mapped[list[str]] = mapped_column(_json())
     action: Mapped[str] = mapped_column(String(16))
     warnings: Mapped[list[str]] = mapped_column(_json())
-    trace: Mapped[list[dict[str, Any]]] = mapped_column(_json())
+    # Plain JSON (text kept verbatim) even on PostgreSQL: JSONB rewrites numbers, and a
+    # large float read by a rule must come back as the same float for explanations.
+    trace: Mapped[list[dict[str, Any]]] = mapped_column(JSON())
     error: Mapped[str | None] = mapped_column(Text)
     # The enrollment's own ``updated_at`` exactly as the API sent it (a string, kept verbatim).
     enrollment_updated_at: Mapped[str | None] = mapped_column(String)

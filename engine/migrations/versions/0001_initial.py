@@ -108,7 +108,7 @@ def upgrade() -> None:
         sa.Column("groups_removed", _json(), nullable=False),
         sa.Column("action", sa.String(length=16), nullable=False),
         sa.Column("warnings", _json(), nullable=False),
-        sa.Column("trace", _json(), nullable=False),
+        sa.Column("trace", sa.JSON(), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("enrollment_updated_at", sa.String(), nullable=True),
         sa.Column("facts_fingerprint", sa.String(), nullable=True),

@@ -1,0 +1,1 @@
+"""Tests of the decision store, its migrations and program locks."""
