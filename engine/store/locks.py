@@ -328,8 +328,13 @@ class ProgramLock:
     def _check_advisory_lock(self, connection: Connection) -> None:
         key = _advisory_key(self.program_id) & 0xFFFFFFFFFFFFFFFF
         halves = {"high": key >> 32, "low": key & 0xFFFFFFFF}
-        held = connection.execute(_HELD_ADVISORY_LOCKS, halves).scalar_one()
-        connection.commit()
+        try:
+            held = connection.execute(_HELD_ADVISORY_LOCKS, halves).scalar_one()
+            connection.commit()
+        except SQLAlchemyError as exc:
+            raise LockHeldError(
+                f"lost the connection holding the lock on program {self.program_id!r}: {_describe(exc)}"
+            ) from exc
         if not held:
             raise LockHeldError(f"the advisory lock on program {self.program_id!r} is no longer held")
 
