@@ -266,7 +266,7 @@ RULES: list[tuple[str, str, Any, Any]] = [
      lambda v: "VPP pilot members must switch to the RES-TOU tariff"),
     ("reject-commercial-site", "REJECTED",
      lambda v: bool(v.company),
-     lambda v: f"{_text(v.company)} is a business; this program is residential"),
+     lambda v: "The site is a business; this program is residential"),
     ("reject-no-devices", "REJECTED",
      lambda v: v.count == 0,
      lambda v: "No devices are linked to the site"),
