@@ -1,0 +1,129 @@
+"""Where the database is (URL resolution), how engines are set up, and no I/O at import."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, event
+
+from engine.errors import StoreError
+from engine.store import (
+    DB_URL_ENV,
+    DEFAULT_DB_URL,
+    Store,
+    create_engine_for_url,
+    current_revision,
+    head_revision,
+    resolve_db_url,
+    utc_now,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("url", "environ", "expected"),
+    [
+        (None, None, DEFAULT_DB_URL),
+        (None, {}, "sqlite:///autoapprove.db"),
+        (None, {DB_URL_ENV: ""}, DEFAULT_DB_URL),
+        (None, {DB_URL_ENV: "sqlite:////data/aa.db"}, "sqlite:////data/aa.db"),
+        ("sqlite:///x.db", {DB_URL_ENV: "sqlite:////data/aa.db"}, "sqlite:///x.db"),
+        ("postgresql://u@db/aa", None, "postgresql+psycopg://u@db/aa"),
+        (None, {DB_URL_ENV: "postgres://u:pw@db:5433/aa"}, "postgresql+psycopg://u:pw@db:5433/aa"),
+        ("postgresql+psycopg://u@db/aa", None, "postgresql+psycopg://u@db/aa"),
+        ("runs/decisions.db", None, "sqlite:///runs/decisions.db"),
+    ],
+)
+def test_resolve_db_url(url: str | None, environ: dict[str, str] | None, expected: str) -> None:
+    assert resolve_db_url(url, environ) == expected
+
+
+def test_from_url_reads_the_environment_it_is_given(tmp_path: Path) -> None:
+    target = tmp_path / "from-env.db"
+
+    with Store.from_url(environ={DB_URL_ENV: f"sqlite:///{target}"}) as store:
+        assert store.engine.url.database == str(target)
+        assert current_revision(store.engine) == head_revision()
+    assert target.is_file()
+
+
+def test_the_default_database_is_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    with Store.from_url(environ={}) as store:
+        store.start_run("p", "dry_run", None, utc_now())
+
+    assert (tmp_path / "autoapprove.db").is_file()
+
+
+def test_a_store_opened_from_a_url_disposes_of_its_engine(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'a.db'}")
+    opened: list[object] = []
+    closed: list[object] = []
+    event.listen(store.engine, "connect", lambda dbapi, _record: opened.append(dbapi))
+    event.listen(store.engine, "close", lambda dbapi, _record: closed.append(dbapi))
+    store.engine.dispose()  # start counting from an empty pool
+    closed.clear()
+    store.list_runs()
+    store.close()
+
+    assert len(opened) == 1
+    assert closed == opened
+
+
+def test_a_store_on_an_injected_engine_leaves_it_open(sqlite_engine: Engine) -> None:
+    with Store.open(sqlite_engine) as store:
+        store.list_runs()
+
+    assert sqlite_engine.pool.checkedin() == 1  # still pooled: the caller owns it
+
+
+def test_sqlite_files_get_wal_busy_timeout_and_foreign_keys(sqlite_engine: Engine) -> None:
+    with sqlite_engine.connect() as connection:
+        pragmas = {
+            name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
+            for name in ("journal_mode", "busy_timeout", "foreign_keys")
+        }
+
+    assert pragmas == {"journal_mode": "wal", "busy_timeout": 5000, "foreign_keys": 1}
+
+
+def test_foreign_keys_are_enforced(sqlite_engine: Engine) -> None:
+    with Store.open(sqlite_engine) as store, pytest.raises(StoreError, match="FOREIGN KEY"):
+        store.start_run("p", "live", 999, utc_now())
+
+
+def test_in_memory_sqlite_works_without_wal() -> None:
+    engine = create_engine_for_url("sqlite://")
+    try:
+        with Store.open(engine) as store:
+            run_id = store.start_run("p", "dry_run", None, utc_now())
+            assert [r.id for r in store.list_runs()] == [run_id]
+    finally:
+        engine.dispose()
+
+
+def test_a_bad_url_is_a_store_error() -> None:
+    with pytest.raises(StoreError, match="engine"):
+        create_engine_for_url("nosuchdb+driver://x/y")
+
+
+def test_importing_the_store_does_no_io_and_no_http(tmp_path: Path) -> None:
+    probe = (
+        "import sys, engine.store, engine.migrations, engine.store.locks, engine.store.schema\n"
+        "assert 'httpx' not in sys.modules, 'the store must not import httpx'\n"
+    )
+    subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, check=True, timeout=60, env=_env())
+
+    assert list(tmp_path.iterdir()) == []  # no database file was created
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
