@@ -283,11 +283,13 @@ def _clean_locations(locations: Sequence[Any] | None) -> list[Any] | None:
     cleaned: list[Any] = []
     for location in locations:
         if isinstance(location, str):
-            cleaned.append(location)
+            cleaned.append(_storable_text(location))
         elif isinstance(location, Sequence):
-            cleaned.append([part if isinstance(part, int) else str(part) for part in location])
+            cleaned.append(
+                [part if isinstance(part, int) else _storable_text(str(part)) for part in location]
+            )
         else:
-            cleaned.append(str(location))
+            cleaned.append(_storable_text(str(location)))
     return cleaned
 
 
@@ -327,6 +329,10 @@ def _storable_text(text: str) -> str:
     text = text.replace("\x00", "\ufffd")
     # Pairs a split surrogate pair back together; a lone surrogate becomes U+FFFD.
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _storable_or_none(text: str | None) -> str | None:
+    return None if text is None else _storable_text(text)
 
 
 def _storable_json(value: Any) -> Any:
@@ -656,10 +662,10 @@ class Store:
                 return existing
             values = {
                 "program_id": program_id,
-                "name": name,
-                "version": version,
+                "name": _storable_text(name),
+                "version": _storable_or_none(version),
                 "content_hash": content_hash,
-                "source_text": source_text,
+                "source_text": _storable_text(source_text),
                 "first_seen_at": self._clock(),
             }
             statement = insert(PolicyVersionRow).values(values).returning(PolicyVersionRow.id)
@@ -724,7 +730,7 @@ class Store:
             "outcome": RunOutcome.RUNNING.value,
             "message": None,
             "counts": {},
-            "holder": holder,
+            "holder": _storable_or_none(holder),
             "fencing_token": fencing_token,
         }
         with database_errors("could not start the run"), write_transaction(self._engine) as connection:
@@ -750,7 +756,12 @@ class Store:
         statement = (
             update(RunRow)
             .where(RunRow.id == run_id, RunRow.outcome == RunOutcome.RUNNING.value)
-            .values(outcome=checked, counts=dict(counts), message=message, finished_at=self._clock())
+            .values(
+                outcome=checked,
+                counts=_storable_json(counts),
+                message=_storable_or_none(message),
+                finished_at=self._clock(),
+            )
         )
         with database_errors("could not finish the run"), _fenced(self._engine, owner) as connection:
             finished = connection.execute(statement).rowcount
@@ -775,7 +786,11 @@ class Store:
         statement = (
             update(RunRow)
             .where(*conditions)
-            .values(outcome=RunOutcome.INTERRUPTED.value, message=message, finished_at=self._clock())
+            .values(
+                outcome=RunOutcome.INTERRUPTED.value,
+                message=_storable_text(message),
+                finished_at=self._clock(),
+            )
             .returning(RunRow.id)
         )
         owner = _Owner(program_id, fencing_token)
@@ -998,9 +1013,9 @@ class Store:
         values: dict[str, Any] = {
             "change_state": target.value,
             "http_status": http_status,
-            "api_error_code": api_error_code,
+            "api_error_code": _storable_or_none(api_error_code),
             "api_error_locations": _clean_locations(api_error_locations),
-            "error_message": error_message,
+            "error_message": _storable_or_none(error_message),
             "updated_at": now,
         }
         if attempts is not None:
@@ -1026,7 +1041,7 @@ class Store:
                 )
                 .values(
                     change_state=ChangeState.SUPERSEDED.value,
-                    error_message=reason,
+                    error_message=_storable_text(reason),
                     updated_at=self._clock(),
                 )
             )

@@ -101,3 +101,29 @@ def test_surrogate_pairs_are_joined_not_replaced(store: Store) -> None:
     (record,) = store.run_decisions(run_id)
 
     assert record.decision.reason == "smile \U0001f600"
+
+
+def test_odd_text_in_outcomes_and_counts_is_stored_replaced(store: Store) -> None:
+    run_id = store.start_run("prog-odd", "live", None, T0, holder="host\x00:1")
+    store.add_decisions(run_id, "prog-odd", [make_decision("enr-1")])
+    (change,) = store.planned_changes(run_id)
+
+    store.record_outcome(
+        change.decision_id,
+        "failed_permanent",
+        api_error_code="bad\x00code",
+        api_error_locations=[["body", "status\ud800"], "site.x\x00"],
+        error_message="status changed to \x00",
+    )
+    store.finish_run(run_id, "completed", {"transitions": {"SUBMITTED\x00 -> ACTIVE": 1}}, "done\ud800")
+
+    record = store.decision_by_id(change.decision_id)
+    run = store.run(run_id)
+    assert record is not None
+    assert run is not None
+    assert record.api_error_code == "bad\ufffdcode"
+    assert record.api_error_locations == [["body", "status\ufffd"], "site.x\ufffd"]
+    assert record.error_message == "status changed to \ufffd"
+    assert run.counts == {"transitions": {"SUBMITTED\ufffd -> ACTIVE": 1}}
+    assert run.message == "done\ufffd"
+    assert run.holder == "host\ufffd:1"
