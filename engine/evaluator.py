@@ -8,9 +8,17 @@ from typing import Any
 
 from engine.decision import DEFAULT_RULE_ID, Action, Decision, RuleTrace
 from engine.errors import EvaluationError
-from engine.facts import FactsBuilder, fingerprint, fingerprint_sources, group_ids_of, lookup
-from engine.logic import LogicEngine, LogicSession, default_engine
-from engine.policy import CompiledGroupRule, Policy
+from engine.facts import FactsBuilder, FactsPlan, fingerprint, group_ids_of, lookup
+from engine.logic import (
+    LogicEngine,
+    LogicError,
+    LogicSession,
+    default_engine,
+    describe_logic_error,
+    var_reads,
+    walk_operations,
+)
+from engine.policy import CompiledGroupRule, CompiledRule, Policy
 
 
 def utc_now() -> datetime:
@@ -21,7 +29,8 @@ class Evaluator:
     """Evaluates enrollments for one policy at one fixed ``now``; one per thread.
 
     ``trace=False`` skips collecting the facts each rule read (``explain`` recomputes them
-    on demand, since evaluation is deterministic).
+    on demand, since evaluation is deterministic). Only the facts the policy reads are
+    built; ``full_facts=True`` builds them all (the reference the tests compare against).
     """
 
     def __init__(
@@ -31,14 +40,15 @@ class Evaluator:
         *,
         trace: bool = True,
         engine: LogicEngine | None = None,
+        full_facts: bool = False,
     ) -> None:
         self.policy = policy
         self.now = (now or utc_now()).astimezone(UTC)
         self.trace = trace
         self._engine = engine or default_engine()
         self._session: LogicSession = self._engine.session()
-        self._facts = FactsBuilder(self.now)
-        self._fingerprint_sources = fingerprint_sources(policy.read_paths)
+        self._plan = FactsPlan() if full_facts else facts_plan(policy)
+        self._facts = FactsBuilder(self.now, self._plan)
         self._applies_to = policy.applies_to
 
     def evaluate_many(self, enrollments: Iterable[Any]) -> Iterator[Decision]:
@@ -79,14 +89,16 @@ class Evaluator:
         status: str | None = None
         reason: str | None = None
         rule_id: str | None = None
-        for rule in self.policy.rules:
-            matched = self._check(rule.id, rule.condition, handle)
-            if self.trace:
-                trace.append(RuleTrace(rule.id, "rule", matched, _reads(facts, rule.condition.reads)))
-            if matched:
-                status, rule_id = rule.status, rule.id
-                reason = rule.reason.render(lambda path: lookup(facts, path))
-                break
+        matched_rule = self._first_match(handle)
+        if self.trace:
+            for rule in self.policy.rules:
+                hit = rule is matched_rule
+                trace.append(RuleTrace(rule.id, "rule", hit, _reads(facts, rule.condition.reads)))
+                if hit:
+                    break
+        if matched_rule is not None:
+            status, rule_id = matched_rule.status, matched_rule.id
+            reason = matched_rule.reason.render(lambda path: lookup(facts, path))
         else:
             default = self.policy.document.default
             if default is not None and self.policy.default_reason is not None:
@@ -117,14 +129,53 @@ class Evaluator:
             warnings=warnings,
             trace=trace,
             updated_at=_text(raw.get("updated_at")),
-            facts_fingerprint=fingerprint(raw, self._fingerprint_sources),
+            facts_fingerprint=fingerprint(raw, self._plan),
         )
+
+    def _first_match(self, handle: Any) -> CompiledRule | None:
+        """The first status rule whose condition holds: one tight loop over native calls."""
+        is_true = self._session.truthy_function()
+        rule = None
+        try:
+            for rule in self.policy.rules:
+                if is_true(rule.condition.native, handle):
+                    return rule
+        except LogicError as exc:
+            rule_id = rule.id if rule is not None else "?"
+            raise EvaluationError(f"rule {rule_id!r}: {describe_logic_error(exc)}", rule_id=rule_id) from exc
+        return None
 
     def _check(self, rule_id: str, condition: Any, handle: Any) -> bool:
         try:
             return self._session.is_true(condition, handle)
         except EvaluationError as exc:
             raise EvaluationError(f"rule {rule_id!r}: {exc}", rule_id=rule_id) from exc
+
+
+def facts_plan(policy: Policy) -> FactsPlan:
+    """Which facts a policy reads (every condition and reason template), for FactsBuilder."""
+    conditions = [rule.condition.source for rule in policy.rules] + [g.source for g in policy.groups]
+    for condition in conditions:
+        for operator, _pointer, node in walk_operations(condition):
+            args = node[operator] if isinstance(node[operator], list) else [node[operator]]
+            literal = bool(args) and isinstance(args[0], str | int) and not isinstance(args[0], bool)
+            if operator == "var" and not literal:
+                return FactsPlan()  # a computed path: anything may be read
+            if operator in ("missing", "missing_some") and not _literal_missing(operator, args):
+                return FactsPlan()
+    reads = [(read.path, read.scope) for c in conditions for read in var_reads(c)]
+    templates = [rule.reason for rule in policy.rules]
+    if policy.default_reason is not None:
+        templates.append(policy.default_reason)
+    reads += [(path, None) for template in templates for path in template.paths]
+    return FactsPlan.from_reads(reads)
+
+
+def _literal_missing(operator: str, args: list[Any]) -> bool:
+    keys = args[1] if operator == "missing_some" and len(args) > 1 else args
+    if operator == "missing" and len(args) == 1 and isinstance(args[0], list):
+        keys = args[0]
+    return isinstance(keys, list) and all(isinstance(k, str | int) for k in keys)
 
 
 def _apply_group(group: CompiledGroupRule, group_ids: list[str]) -> list[str]:

@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -44,26 +45,122 @@ DEVICE_KEYS = (
 )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class FactsPlan:
+    """Which facts a policy reads, so only those are built and fingerprinted.
+
+    ``full`` (the default, and the fallback when a policy reads something it cannot see
+    statically, like a computed ``var``) builds every fact and fingerprints whole inputs.
+    """
+
+    full: bool = True
+    program_names: frozenset[str] = frozenset()
+    totals_keys: frozenset[str] = frozenset()
+    device_age: bool = True
+    device_whole: bool = False
+    device_fields: tuple[str, ...] = ()
+    site_keys: tuple[str, ...] = ()
+    top_keys: tuple[str, ...] = ()
+
+    @classmethod
+    def from_reads(cls, reads: Iterable[tuple[str, str | None]]) -> FactsPlan:
+        """Plan from ``(path, scope)`` pairs: scope None at the root, "devices" inside one."""
+        plan = _PlanBuilder()
+        for path, scope in reads:
+            if not plan.add(path, scope):
+                return cls()
+        return plan.build()
+
+
+class _PlanBuilder:
+    def __init__(self) -> None:
+        self.program: set[str] = set()
+        self.totals: set[str] = set()
+        self.device_fields: dict[str, None] = {}
+        self.site: dict[str, None] = {}
+        self.top: dict[str, None] = {}
+        self.device_age = False
+        self.device_whole = False
+
+    def add(self, path: str, scope: str | None) -> bool:
+        """Record one read; False when it cannot be planned (build everything instead)."""
+        if scope == "devices":
+            return self._device_field(path)
+        if scope is not None:
+            return scope != "?"  # inside another collection: its root read covers it
+        head, _, rest = path.partition(".")
+        first = rest.split(".")[0]
+        if head in ("program", "totals", "site") and not first:
+            return False
+        if head == "program":
+            self.program.add(first)
+        elif head == "totals":
+            self.totals.add(first)
+        elif head == "site":
+            self.site.setdefault("groups" if first == "group_ids" else first, None)
+        elif head == "devices":
+            parts = rest.split(".", 1)
+            if not rest:
+                self.device_whole = self.device_whole or not self.device_fields
+            elif len(parts) == 2 and parts[0].isdigit():
+                return self._device_field(parts[1])
+            else:
+                self.device_whole = True
+        elif head not in ("now", "decision", ""):
+            self.top.setdefault(head, None)
+        return head != ""
+
+    def _device_field(self, path: str) -> bool:
+        if not path:
+            self.device_whole = True
+            return True
+        head = path.split(".", 1)[0]
+        field = path if head in ("attributes", "configuration") else head
+        if field == "age_days":
+            self.device_age = True
+            field = "install_date"
+        self.device_fields.setdefault(field, None)
+        return True
+
+    def build(self) -> FactsPlan:
+        whole = self.device_whole and not self.device_fields
+        return FactsPlan(
+            full=False,
+            program_names=frozenset(self.program),
+            totals_keys=frozenset(self.totals),
+            device_age=self.device_age,
+            device_whole=whole,
+            device_fields=tuple(self.device_fields),
+            site_keys=tuple(self.site),
+            top_keys=tuple(self.top),
+        )
+
+
 class FactsBuilder:
     """Turns raw enrollment dicts into facts for one run's fixed ``now``."""
 
-    def __init__(self, now: datetime) -> None:
+    def __init__(self, now: datetime, plan: FactsPlan | None = None) -> None:
         self.now = now
         self.now_iso = now.strftime("%Y-%m-%dT%H:%M:%SZ")
         self.today = now.date()
+        self.plan = plan or FactsPlan()
 
     def build(self, raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """Return ``(facts, warnings)`` for one enrollment. Never raises on odd data."""
+        plan = self.plan
         warnings: list[str] = []
         facts = dict(raw)
         site = raw.get("site")
         site = dict(site) if isinstance(site, dict) else {}
         site["group_ids"] = group_ids_of(site)
         facts["site"] = site
-        devices = [self._device(d) for d in _as_list(raw.get("devices")) if isinstance(d, dict)]
+        raw_devices = [d for d in _as_list(raw.get("devices")) if isinstance(d, dict)]
+        devices = [self._device(d) for d in raw_devices] if plan.full or plan.device_age else raw_devices
         facts["devices"] = devices
-        facts["program"] = program_attributes(raw.get("program_specific_attributes"), warnings)
-        facts["totals"] = device_totals(devices, warnings)
+        names = None if plan.full else plan.program_names
+        facts["program"] = program_attributes(raw.get("program_specific_attributes"), warnings, names)
+        keys = None if plan.full else plan.totals_keys
+        facts["totals"] = device_totals(devices, warnings, keys)
         facts["now"] = self.now_iso
         facts.pop("decision", None)  # reserved for group rules (decision.status reads null)
         return facts, warnings
@@ -84,13 +181,15 @@ def group_ids_of(site: dict[str, Any]) -> list[str]:
     return ids
 
 
-def program_attributes(raw: Any, warnings: list[str]) -> dict[str, Any]:
-    """Program-specific attributes by name, converted by their declared ``type``."""
+def program_attributes(raw: Any, warnings: list[str], names: frozenset[str] | None = None) -> dict[str, Any]:
+    """Program-specific attributes by name (only ``names`` when given), converted by ``type``."""
     result: dict[str, Any] = {}
     for attribute in _as_list(raw):
         if not isinstance(attribute, dict) or not isinstance(attribute.get("name"), str):
             continue
         name = attribute["name"]
+        if names is not None and name not in names:
+            continue
         kind = str(attribute.get("type") or "string").lower()
         value = attribute.get("value")
         converted = convert_attribute(kind, value)
@@ -144,7 +243,9 @@ def _to_number(value: Any) -> int | float | None:
     return int(number) if number.is_integer() and "." not in str(value) else number
 
 
-def device_totals(devices: Iterable[dict[str, Any]], warnings: list[str] | None = None) -> dict[str, Any]:
+def device_totals(
+    devices: Iterable[dict[str, Any]], warnings: list[str] | None = None, keys: frozenset[str] | None = None
+) -> dict[str, Any]:
     """Sum of every numeric attribute key over all devices, plus ``device_count``.
 
     A value that is not a number (``"13500"``, ``"unknown"``) is left out of the sum and
@@ -158,6 +259,8 @@ def device_totals(devices: Iterable[dict[str, Any]], warnings: list[str] | None 
         if not isinstance(attributes, dict):
             continue
         for key, value in attributes.items():
+            if keys is not None and key not in keys:
+                continue
             if _is_number(value):
                 totals[key] = totals.get(key, 0) + value
             elif value is not None and warnings is not None and isinstance(value, str):
@@ -197,38 +300,45 @@ def lookup(facts: Any, path: str) -> Any:
     return current
 
 
-def fingerprint_sources(paths: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Which raw inputs a policy's facts come from: site keys, and top-level enrollment keys.
+def fingerprint(raw: dict[str, Any], plan: FactsPlan) -> str:
+    """A stable hash of the raw inputs behind the facts a policy reads, to detect changes.
 
-    Derived facts are traced back to what the API sent (``totals.*`` and ``devices`` to the
-    raw device list, ``program.*`` to the raw attributes), so the fingerprint does not move
-    when only ``now`` does (``age_days``).
+    Derived facts are traced back to what the API sent (``totals.*`` to device attributes,
+    ``program.*`` to the attribute's type and value, ``age_days`` to ``install_date``), so
+    it does not move when only ``now`` does; keys are sorted, so key order does not matter.
     """
-    site_keys: dict[str, None] = {}
-    top_keys: dict[str, None] = {}
-    for path in paths:
-        head, _, rest = path.partition(".")
-        if head == "site" and rest:
-            key = rest.split(".")[0]
-            site_keys.setdefault("groups" if key == "group_ids" else key, None)
-        elif head in ("devices", "totals"):
-            top_keys.setdefault("devices", None)
-        elif head == "program":
-            top_keys.setdefault("program_specific_attributes", None)
-        elif head != "now":
-            top_keys.setdefault(head, None)
-    return tuple(site_keys), tuple(top_keys)
-
-
-def fingerprint(raw: dict[str, Any], sources: tuple[tuple[str, ...], tuple[str, ...]]) -> str:
-    """A stable hash of the raw data a policy's facts were built from, to detect changes."""
-    site_keys, top_keys = sources
-    site = raw.get("site")
-    site_values = [site.get(key) for key in site_keys] if isinstance(site, dict) else None
-    text = json.dumps(
-        [site_values, [raw.get(key) for key in top_keys]], sort_keys=True, default=repr, ensure_ascii=True
-    )
+    site_value = raw.get("site")
+    site: dict[str, Any] = site_value if isinstance(site_value, dict) else {}
+    devices = [d for d in _as_list(raw.get("devices")) if isinstance(d, dict)]
+    if plan.full:
+        parts: Any = [site, devices, raw.get("program_specific_attributes"), raw.get("status")]
+    else:
+        parts = [
+            [site.get(key) for key in plan.site_keys],
+            [raw.get(key) for key in plan.top_keys],
+            devices if plan.device_whole else [_device_reads(d, plan) for d in devices],
+            _program_reads(raw.get("program_specific_attributes"), plan.program_names),
+        ]
+    text = json.dumps(parts, sort_keys=True, default=repr, ensure_ascii=True, separators=(",", ":"))
     return hashlib.blake2b(text.encode("ascii"), digest_size=16).hexdigest()
+
+
+def _device_reads(device: dict[str, Any], plan: FactsPlan) -> list[Any]:
+    values = [lookup(device, field) for field in plan.device_fields]
+    attributes = device.get("attributes")
+    if plan.totals_keys and isinstance(attributes, dict):
+        values.extend(attributes.get(key) for key in sorted(plan.totals_keys))
+    return values
+
+
+def _program_reads(raw: Any, names: frozenset[str]) -> list[Any]:
+    if not names:
+        return []
+    return [
+        [a.get("name"), a.get("type"), a.get("value")]
+        for a in _as_list(raw)
+        if isinstance(a, dict) and a.get("name") in names
+    ]
 
 
 def _as_list(value: Any) -> list[Any]:

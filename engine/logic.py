@@ -355,6 +355,10 @@ class LogicSession:
         except datalogic_py.DataLogicError as exc:
             raise EvaluationError(f"enrollment data cannot be evaluated: {_describe(exc)}") from exc
 
+    def truthy_function(self) -> Any:
+        """The native ``(rule, handle) -> bool`` call, for hot loops (raises ``LogicError``)."""
+        return self._session.evaluate_truthy
+
     def is_true(self, condition: Condition, data: datalogic_py.DataHandle) -> bool:
         try:
             return self._session.evaluate_truthy(condition.native, data)
@@ -379,6 +383,14 @@ def representable(value: Any) -> Any:
     if isinstance(value, str):
         return value.encode("utf-8", "replace").decode("utf-8")
     return value
+
+
+LogicError = datalogic_py.DataLogicError  # what native calls raise
+
+
+def describe_logic_error(exc: Exception) -> str:
+    """A short description of a library error, for decisions and messages."""
+    return _describe(exc) if isinstance(exc, datalogic_py.DataLogicError) else str(exc)
 
 
 def _describe(exc: datalogic_py.DataLogicError) -> str:
