@@ -62,6 +62,10 @@ class FactsPlan:
     site_keys: tuple[str, ...] = ()
     top_keys: tuple[str, ...] = ()
 
+    @property
+    def reads_devices(self) -> bool:
+        return bool(self.device_whole or self.device_fields or self.totals_keys - {"device_count"})
+
     @classmethod
     def from_reads(cls, reads: Iterable[tuple[str, str | None]]) -> FactsPlan:
         """Plan from ``(path, scope)`` pairs: scope None at the root, "devices" inside one."""
@@ -301,44 +305,28 @@ def lookup(facts: Any, path: str) -> Any:
 
 
 def fingerprint(raw: dict[str, Any], plan: FactsPlan) -> str:
-    """A stable hash of the raw inputs behind the facts a policy reads, to detect changes.
+    """A hash of the raw inputs behind the facts a policy reads, recorded with each decision.
 
-    Derived facts are traced back to what the API sent (``totals.*`` to device attributes,
-    ``program.*`` to the attribute's type and value, ``age_days`` to ``install_date``), so
-    it does not move when only ``now`` does; keys are sorted, so key order does not matter.
+    The site and top-level keys the policy reads, plus (when it reads any device or
+    program fact) the device list and the program attributes as the API sent them, so it
+    does not move when only ``now`` does. It is cheap by design (``repr`` of what was
+    parsed): the API serializes equal data the same way, and a payload that merely
+    reorders keys counts as changed, never the reverse. Nothing is skipped on its say-so:
+    the stale check before a change compares ``updated_at`` and re-evaluates.
     """
     site_value = raw.get("site")
     site: dict[str, Any] = site_value if isinstance(site_value, dict) else {}
-    devices = [d for d in _as_list(raw.get("devices")) if isinstance(d, dict)]
     if plan.full:
-        parts: Any = [site, devices, raw.get("program_specific_attributes"), raw.get("status")]
+        values: tuple[Any, ...] = (site, raw.get("devices"), raw.get("program_specific_attributes"))
     else:
-        parts = [
+        values = (
             [site.get(key) for key in plan.site_keys],
             [raw.get(key) for key in plan.top_keys],
-            devices if plan.device_whole else [_device_reads(d, plan) for d in devices],
-            _program_reads(raw.get("program_specific_attributes"), plan.program_names),
-        ]
-    text = json.dumps(parts, sort_keys=True, default=repr, ensure_ascii=True, separators=(",", ":"))
-    return hashlib.blake2b(text.encode("ascii"), digest_size=16).hexdigest()
-
-
-def _device_reads(device: dict[str, Any], plan: FactsPlan) -> list[Any]:
-    values = [lookup(device, field) for field in plan.device_fields]
-    attributes = device.get("attributes")
-    if plan.totals_keys and isinstance(attributes, dict):
-        values.extend(attributes.get(key) for key in sorted(plan.totals_keys))
-    return values
-
-
-def _program_reads(raw: Any, names: frozenset[str]) -> list[Any]:
-    if not names:
-        return []
-    return [
-        [a.get("name"), a.get("type"), a.get("value")]
-        for a in _as_list(raw)
-        if isinstance(a, dict) and a.get("name") in names
-    ]
+            raw.get("devices") if plan.reads_devices else None,
+            raw.get("program_specific_attributes") if plan.program_names else None,
+        )
+    text = repr(values)
+    return hashlib.blake2b(text.encode("utf-8", "backslashreplace"), digest_size=16).hexdigest()
 
 
 def _as_list(value: Any) -> list[Any]:
