@@ -104,14 +104,7 @@ class Evaluator:
             if default is not None and self.policy.default_reason is not None:
                 status, rule_id = default.status.value, DEFAULT_RULE_ID
                 reason = self.policy.default_reason.render(lambda path: lookup(facts, path))
-        group_ids = list(current_groups)
-        for group in self.policy.groups:
-            condition = group.condition_for(self._engine, status, rule_id)
-            matched = self._check(group.id, condition, handle)
-            if self.trace:
-                trace.append(RuleTrace(group.id, "group", matched, _reads(facts, condition.reads)))
-            if matched:
-                group_ids = _apply_group(group, group_ids)
+        group_ids = self._groups(handle, facts, (status, rule_id), current_groups, trace)
         added = [g for g in group_ids if g not in current_groups]
         removed = [g for g in current_groups if g not in group_ids]
         changes = (status is not None and status != current_status) or bool(added or removed)
@@ -145,11 +138,30 @@ class Evaluator:
             raise EvaluationError(f"rule {rule_id!r}: {describe_logic_error(exc)}", rule_id=rule_id) from exc
         return None
 
-    def _check(self, rule_id: str, condition: Any, handle: Any) -> bool:
-        try:
-            return self._session.is_true(condition, handle)
-        except EvaluationError as exc:
-            raise EvaluationError(f"rule {rule_id!r}: {exc}", rule_id=rule_id) from exc
+    def _groups(
+        self,
+        handle: Any,
+        facts: dict[str, Any],
+        decided: tuple[str | None, str | None],
+        current: list[str],
+        trace: list[RuleTrace],
+    ) -> list[str]:
+        """Apply every matching group entry in file order, starting from the current ids."""
+        status, rule_id = decided
+        group_ids = current
+        is_true = self._session.truthy_function()
+        for group in self.policy.groups:
+            condition = group.condition_for(self._engine, status, rule_id)
+            try:
+                matched = is_true(condition.native, handle)
+            except LogicError as exc:
+                message = f"rule {group.id!r}: {describe_logic_error(exc)}"
+                raise EvaluationError(message, rule_id=group.id) from exc
+            if self.trace:
+                trace.append(RuleTrace(group.id, "group", matched, _reads(facts, condition.reads)))
+            if matched:
+                group_ids = _apply_group(group, group_ids)
+        return list(group_ids)
 
 
 def facts_plan(policy: Policy) -> FactsPlan:

@@ -194,13 +194,30 @@ def program_attributes(raw: Any, warnings: list[str], names: frozenset[str] | No
         name = attribute["name"]
         if names is not None and name not in names:
             continue
-        kind = str(attribute.get("type") or "string").lower()
+        kind = attribute.get("type") or "string"
         value = attribute.get("value")
-        converted = convert_attribute(kind, value)
+        converted = _converted(kind, value)
         if converted is None and value not in (None, ""):
-            warnings.append(f"program.{name}: {value!r} is not a valid {kind}; treated as null")
+            warnings.append(f"program.{name}: {value!r} is not a valid {str(kind).lower()}; treated as null")
         result[name] = converted
     return result
+
+
+_CONVERTED: dict[tuple[str, str], Any] = {}
+_CONVERTED_MAX = 50_000  # programs repeat the same few answers: yes/no, tariffs, dates
+
+
+def _converted(kind: Any, value: Any) -> Any:
+    """``convert_attribute`` memoized for text values (the common case)."""
+    if not isinstance(kind, str) or not isinstance(value, str):
+        return convert_attribute(str(kind).lower(), value)
+    key = (kind, value)
+    found = _CONVERTED.get(key, _CONVERTED)
+    if found is _CONVERTED:
+        found = convert_attribute(kind.lower(), value)
+        if len(_CONVERTED) < _CONVERTED_MAX:
+            _CONVERTED[key] = found
+    return found
 
 
 def convert_attribute(kind: str, value: Any) -> Any:
