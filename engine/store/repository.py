@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from itertools import islice
+from operator import attrgetter
 from typing import Any, Self
 
 from sqlalchemy import (
@@ -350,8 +351,35 @@ def _storable_json(value: Any) -> Any:
     return _storable_text(str(value))
 
 
+_texts_of = attrgetter(*_TEXT_FIELDS)
+_lists_of = attrgetter(*_LIST_FIELDS)
+# A JSON encode tells whether a trace needs the (slower) cleaning: it fails on non-finite
+# numbers and non-JSON values, escapes NUL as \u0000, and leaves a lone surrogate in its
+# output, where encoding to UTF-8 then fails.
+_CHECKER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+
+
+def _texts_are_storable(decision: Decision) -> bool:
+    """One check over all of a decision's text at once (the fast path for 100,000 rows)."""
+    texts = [text for text in _texts_of(decision) if text is not None]
+    for items in _lists_of(decision):
+        texts.extend(items)
+    try:
+        return _is_storable("".join(texts))
+    except TypeError:  # something that is not text: let the slow path look at it
+        return False
+
+
+def _json_is_storable(value: Any) -> bool:
+    try:
+        encoded = _CHECKER.encode(value)
+    except (TypeError, ValueError):
+        return False
+    return "\\u0000" not in encoded and (encoded.isascii() or _is_storable(encoded))
+
+
 def _storable_decision(decision: Decision) -> Decision:
-    """``decision`` itself when every text in it can be stored as is (the usual case)."""
+    """``decision`` with every text made storable (``decision`` itself when nothing changes)."""
     changes: dict[str, Any] = {}
     for name in _TEXT_FIELDS:
         text = getattr(decision, name)
@@ -365,15 +393,17 @@ def _storable_decision(decision: Decision) -> Decision:
 
 
 def _trace_to_json(trace: Iterable[RuleTrace]) -> list[dict[str, Any]]:
-    return [
-        {
-            "rule_id": _storable_json(t.rule_id),
-            "kind": _storable_json(t.kind),
-            "matched": t.matched,
-            "reads": _storable_json(t.reads),
-        }
-        for t in trace
-    ]
+    return [{"rule_id": t.rule_id, "kind": t.kind, "matched": t.matched, "reads": t.reads} for t in trace]
+
+
+def _storable_parts(decision: Decision) -> tuple[Decision, list[dict[str, Any]]]:
+    """The decision and its JSON trace, cleaned only when something in them needs it."""
+    trace = _trace_to_json(decision.trace)
+    if trace and not _json_is_storable(trace):
+        trace = _storable_json(trace)
+    if not _texts_are_storable(decision):
+        decision = _storable_decision(decision)
+    return decision, trace
 
 
 def _trace_from_json(items: list[dict[str, Any]]) -> list[RuleTrace]:
@@ -411,7 +441,7 @@ def _decision_values(
     now: datetime,
     change_keys: Callable[[Decision], str | None] | None,
 ) -> dict[str, Any]:
-    decision = _storable_decision(decision)
+    decision, trace = _storable_parts(decision)
     body, problem = _planned_body(decision)
     key = None
     if body is not None:
@@ -437,7 +467,7 @@ def _decision_values(
         "groups_removed": decision.groups_removed,
         "action": Action(decision.action).value,
         "warnings": decision.warnings,
-        "trace": _trace_to_json(decision.trace),
+        "trace": trace,
         "error": decision.error,
         "enrollment_updated_at": decision.updated_at,
         "facts_fingerprint": decision.facts_fingerprint,
