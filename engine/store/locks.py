@@ -117,13 +117,14 @@ def _when(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _held_message(program_id: str, lease: _Lease | None) -> str:
+def _held_message(program_id: str, lease: _Lease | None, now: datetime) -> str:
     if lease is None or lease.holder is None:
         return f"program {program_id!r} is locked by another run (holder unknown)"
-    return (
-        f"program {program_id!r} is locked by {lease.holder!r} since "
-        f"{_when(lease.acquired_at)}; its lease expires at {_when(lease.expires_at)}"
-    )
+    held = f"program {program_id!r} is locked by {lease.holder!r} since {_when(lease.acquired_at)}"
+    if lease.expires_at > now:
+        return f"{held}; its lease expires at {_when(lease.expires_at)}"
+    # PostgreSQL: the holder's connection, not the lease time, keeps the lock.
+    return f"{held}; its lease expired at {_when(lease.expires_at)} but its connection is still open"
 
 
 def check_fencing_token(connection: Connection, program_id: str, token: int) -> None:
@@ -383,7 +384,7 @@ def _acquire_lease(engine: Engine, program_id: str, holder: str, ttl_s: float, c
         token = _upsert_lease(connection, program_id, holder, now, expires_at, take_over_live_lease=False)
         lease = _lease_of(connection, program_id) if token is None else None
     if token is None:
-        raise LockHeldError(_held_message(program_id, lease))
+        raise LockHeldError(_held_message(program_id, lease, now))
     return ProgramLock(engine, program_id, holder, token, expires_at, ttl_s=ttl_s, clock=clock)
 
 
@@ -409,7 +410,7 @@ def _lock_on_connection(
     if not locked:
         lease = _lease_of(connection, program_id)
         connection.rollback()
-        raise LockHeldError(_held_message(program_id, lease))
+        raise LockHeldError(_held_message(program_id, lease, clock()))
     now = clock()
     expires_at = now + timedelta(seconds=ttl_s)
     with connection.begin():
