@@ -132,10 +132,18 @@ class RunService:
 
     def run(self, program_id: str | None = None) -> RunReport:
         program = program_id or self.policy.program_id
-        if not self.settings.live or self._lock_factory is None:
-            return self._run(program, lock=None)
-        with self._lock_factory(program, self.settings.holder) as lock:
-            return self._run(program, lock)
+        try:
+            if not self.settings.live or self._lock_factory is None:
+                return self._run(program, lock=None)
+            with self._lock_factory(program, self.settings.holder) as lock:
+                return self._run(program, lock)
+        finally:
+            # The evaluator holds a datalogic session that only the thread that made it may
+            # drop. Drop it here, on that thread: the service itself may be freed by the
+            # cyclic GC on any thread (a traceback cycle after a failed run), and a session
+            # dropped there is leaked with "Session is unsendable" on stderr. The apply
+            # threads' evaluators go with their threads when the pool shuts down.
+            self._local.evaluator = None
 
     def _run(self, program: str, lock: Any) -> RunReport:
         self._lease = _LeaseKeeper(lock)
@@ -158,7 +166,7 @@ class RunService:
             report.decisions = self._list_and_evaluate(program)
             self.store.add_decisions(run_id, program, report.decisions, fencing_token=token)
             self._crash("after_planning")
-            self._plan_groups(program, report)
+            self._find_missing_groups(program, report)
             if self.settings.live:
                 self._apply(run_id, report, token)
         except RunAborted as exc:
@@ -214,14 +222,16 @@ class RunService:
             self._local.evaluator = evaluator
         return evaluator
 
-    def _plan_groups(self, program: str, report: RunReport) -> None:
+    def _find_missing_groups(self, program: str, report: RunReport) -> None:
         wanted = sorted({g for d in report.decisions if d.action is Action.UPDATE for g in d.groups_added})
         if not wanted:
             return
         existing = {group.id for group in self.api.list_groups(program)}
         report.missing_groups = [g for g in wanted if g not in existing]
-        if not self.settings.live:
-            return
+
+    def _create_missing_groups(self, program: str, report: RunReport) -> None:
+        # Called from _apply only once the circuit breakers let the run through: a run a
+        # safety limit stops must not write anything, a new group included.
         for group_id in report.missing_groups:
             _group, created = self.api.ensure_group(program, group_id, group_id)
             self._crash("after_group_create")
@@ -234,10 +244,14 @@ class RunService:
         leftovers = self.store.open_changes(program, before_run_id=run_id)
         superseded: list[int] = []
         for change in leftovers:
-            if change.change_state == "in_flight" and self._already_applied(change):
+            # A failed_retryable change may have taken effect too: a PATCH that timed out or
+            # lost its connection after the API applied it. Re-check it like one in flight,
+            # so its history says it was applied instead of "re-planned".
+            ambiguous = change.change_state in ("in_flight", "failed_retryable")
+            if ambiguous and self._already_applied(change):
                 self.store.record_outcome(
                     change.decision_id, "recovered", fencing_token=token,
-                    error_message="found applied after an interrupted run",
+                    error_message="found applied when re-checked after an interrupted or failed attempt",
                 )  # fmt: skip
                 recovered += 1
             else:
@@ -265,6 +279,7 @@ class RunService:
             self.store.record_outcome(change.decision_id, "held", fencing_token=token, error_message=reason)
             report.change_states["held"] += 1
         self._circuit_breakers(run_id, report, to_send, token)
+        self._create_missing_groups(report.program_id, report)
         self._send_all(to_send, decisions, report, token)
 
     def _guard_active(
@@ -400,17 +415,32 @@ class _Applier:
             )
         except ApiAuthError as exc:
             self.auth_error = exc
-            return self.record_failure(change, exc, "failed_retryable")
+            return self.record_failure(change, exc, "failed_retryable", self.http_attempts())
         except ApiError as exc:
-            return self.record_failure(change, exc, _failure_state(exc))
+            return self.record_failure(change, exc, _failure_state(exc), self.http_attempts())
         self.service._crash("after_patch")
-        self.store.record_outcome(change.decision_id, "applied", fencing_token=self.token)
+        self.store.record_outcome(
+            change.decision_id, "applied", fencing_token=self.token, attempts=self.http_attempts()
+        )
         return "applied"
 
-    def record_failure(self, change: PlannedChangeLike, exc: ApiError, state: str) -> str:
+    def http_attempts(self) -> int | None:
+        """The HTTP attempts of this thread's last API call, when the client counts them.
+
+        mark_in_flight counts one attempt per send; the client's retries (dropped
+        connections, 5xx, 429) are attempts too, and the history must show them. Read in
+        the thread that made the call: ``FlipClient.last_attempts`` is per thread.
+        """
+        attempts = getattr(self.service.api, "last_attempts", None)
+        return attempts if isinstance(attempts, int) and attempts > 0 else None
+
+    def record_failure(
+        self, change: PlannedChangeLike, exc: ApiError, state: str, attempts: int | None = None
+    ) -> str:
         self.store.record_outcome(
             change.decision_id,
             state,
+            attempts=attempts,
             fencing_token=self.token,
             http_status=exc.status_code,
             api_error_code=exc.code,
