@@ -8,13 +8,14 @@ from typing import Any
 
 from engine.decision import DEFAULT_RULE_ID, Action, Decision, RuleTrace
 from engine.errors import EvaluationError
-from engine.facts import FactsBuilder, FactsPlan, fingerprint, group_ids_of, lookup
+from engine.facts import FactsBuilder, FactsPlan, fingerprint, group_ids_of
 from engine.logic import (
     LogicEngine,
     LogicError,
     LogicSession,
     default_engine,
     describe_logic_error,
+    lookup,
     var_reads,
     walk_operations,
 )

@@ -13,8 +13,8 @@ from typing import Any
 from engine.decision import Decision
 from engine.errors import EvaluationError
 from engine.evaluator import Evaluator
-from engine.facts import FactsBuilder, lookup
-from engine.logic import LogicEngine, default_engine, is_operation, operands
+from engine.facts import FactsBuilder
+from engine.logic import LogicEngine, default_engine, is_operation, lookup, operands
 from engine.policy import Policy, substitute_decision
 
 

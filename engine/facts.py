@@ -308,19 +308,6 @@ def _meant_as_number(key: str, value: str) -> bool:
     return _to_number(value) is not None or key.lower().endswith(_UNIT_SUFFIXES)
 
 
-def lookup(facts: Any, path: str) -> Any:
-    """The value at a dotted path (``site.zip_code``, ``devices.0.type``), or None."""
-    current = facts
-    for part in path.split("."):
-        if isinstance(current, dict):
-            current = current.get(part)
-        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
-            current = current[int(part)]
-        else:
-            return None
-    return current
-
-
 def fingerprint(raw: dict[str, Any], plan: FactsPlan) -> str:
     """A hash of the raw inputs behind the facts a policy reads, recorded with each decision.
 

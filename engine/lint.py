@@ -8,7 +8,15 @@ from typing import Any
 
 from engine.errors import EvaluationError, Problem, SourceLocation
 from engine.facts import DEVICE_KEYS, ENROLLMENT_KEYS, SITE_KEYS
-from engine.logic import VarRead, default_engine, is_operation, operands, var_reads, walk_operations
+from engine.logic import (
+    VarRead,
+    default_engine,
+    is_operation,
+    operands,
+    pointer_path,
+    var_reads,
+    walk_operations,
+)
 from engine.policy import Policy, ReasonTemplate
 from engine.yamlsafe import YamlPath
 
@@ -96,7 +104,7 @@ def _known_device(path: str) -> bool:
 def _unknown_path(policy: Policy, where: YamlPath, read: VarRead, in_groups: bool) -> Iterator[Problem]:
     if read.path == "":
         return
-    location = (*where, *_pointer(read.pointer))
+    location = (*where, *pointer_path(read.pointer))
     if read.scope is None:
         if _known_root(read.path, in_groups):
             return
@@ -132,7 +140,7 @@ def _coercions(policy: Policy, where: YamlPath, condition: Any) -> Iterator[Prob
                 continue
             yield _warn(
                 policy,
-                (*where, *_pointer(pointer)),
+                (*where, *pointer_path(pointer)),
                 f"{_dotted(where)}: {path!r} compared with {operator!r} is coerced to 0 when it is "
                 f'missing; give a default ({{"var": ["{path}", ...]}}) or check it with "missing"',
             )
@@ -163,14 +171,6 @@ def _unreachable(policy: Policy) -> Iterator[Problem]:
 
 def _reads_anything(condition: Any) -> bool:
     return any(op in ("var", "missing", "missing_some") for op, _, _ in walk_operations(condition))
-
-
-def _pointer(pointer: str) -> YamlPath:
-    parts: list[str | int] = []
-    for token in pointer.split("/")[1:]:
-        text = token.replace("~1", "/").replace("~0", "~")
-        parts.append(int(text) if text.isdigit() else text)
-    return tuple(parts)
 
 
 def _dotted(path: YamlPath) -> str:

@@ -68,6 +68,15 @@ def _escape(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
 
 
+def pointer_path(pointer: str) -> tuple[str | int, ...]:
+    """A JSON pointer (``/and/0/var``) as a path of keys and indexes."""
+    parts: list[str | int] = []
+    for token in pointer.split("/")[1:]:
+        text = token.replace("~1", "/").replace("~0", "~")
+        parts.append(int(text) if text.isdigit() else text)
+    return tuple(parts)
+
+
 # --- reads: which facts a condition looks at -------------------------------------------
 
 
@@ -220,7 +229,7 @@ def _json_operator(func: Callable[..., Any]) -> Callable[[str], str]:
 def _missing_keys(keys: Any, data: Any) -> list[Any]:
     if not isinstance(keys, list):
         keys = [keys]
-    return [key for key in keys if _lookup(data, key) in (None, "")]
+    return [key for key in keys if lookup(data, key) in (None, "")]
 
 
 def _missing_some(need: Any, keys: Any, data: Any) -> list[Any]:
@@ -229,7 +238,8 @@ def _missing_some(need: Any, keys: Any, data: Any) -> list[Any]:
     return [] if len(keys) - len(missing) >= wanted else missing
 
 
-def _lookup(data: Any, path: Any) -> Any:
+def lookup(data: Any, path: Any) -> Any:
+    """The value at a dotted path (``site.zip_code``, ``devices.0.type``), or None."""
     current = data
     for part in str(path).split("."):
         if isinstance(current, dict):

@@ -24,7 +24,15 @@ from pydantic import (
 )
 
 from engine.errors import PolicyError, Problem, SourceLocation
-from engine.logic import Condition, LogicEngine, default_engine, is_operation, operands, var_reads
+from engine.logic import (
+    Condition,
+    LogicEngine,
+    default_engine,
+    is_operation,
+    operands,
+    pointer_path,
+    var_reads,
+)
 from engine.models import EnrollmentStatus, GroupId
 from engine.yamlsafe import KEY_MARKER, LoadedYaml, YamlPath, load_yaml
 
@@ -383,7 +391,7 @@ class _Compiler:
                 continue
             for operator, pointer in self.engine.unknown_operators(expanded):
                 self.error(
-                    (*path, *_pointer_path(pointer)), f"definitions.{name}: unknown operator {operator!r}"
+                    (*path, *pointer_path(pointer)), f"definitions.{name}: unknown operator {operator!r}"
                 )
 
     def _compile_rules(self) -> list[CompiledRule]:
@@ -421,7 +429,7 @@ class _Compiler:
 
     def _compile(self, expanded: Any, path: YamlPath) -> Condition | None:
         for operator, pointer in self.engine.unknown_operators(expanded):
-            where = _pointer_path(pointer)
+            where = pointer_path(pointer)
             self.error((*path, *where), f"{'.'.join(map(str, path))}: unknown operator {operator!r}")
         if _count_nodes(expanded) > MAX_CONDITION_NODES:
             self.error(path, f"condition has more than {MAX_CONDITION_NODES} parts")
@@ -474,14 +482,6 @@ def _expand_refs(node: Any, definitions: dict[str, Any], stack: tuple[str, ...])
             raise _RefError(f"ref cycle: {' -> '.join((*stack, name))}", (*stack, name))
         return _expand_refs(definitions[name], definitions, (*stack, name))
     return {operator: _expand_refs(node[operator], definitions, stack)}
-
-
-def _pointer_path(pointer: str) -> YamlPath:
-    parts: list[str | int] = []
-    for token in pointer.split("/")[1:]:
-        text = token.replace("~1", "/").replace("~0", "~")
-        parts.append(int(text) if text.isdigit() else text)
-    return tuple(parts)
 
 
 def _count_nodes(node: Any) -> int:

@@ -12,9 +12,9 @@ from engine.facts import (
     convert_attribute,
     device_totals,
     group_ids_of,
-    lookup,
     program_attributes,
 )
+from engine.logic import lookup
 
 
 @pytest.fixture
