@@ -173,7 +173,11 @@ class RunService:
             self._finish(run_id, report, "aborted", str(exc), token)
             raise
         except ApiAuthError as exc:
-            self._finish(run_id, report, "failed", f"API key refused: {exc}", token)
+            self._finish(run_id, report, "failed", f"API key refused: {_safe_message(exc)}", token)
+            raise
+        except ApiError as exc:
+            # Our own words only: the API's message may quote personal data.
+            self._finish(run_id, report, "failed", f"Flip API error: {_safe_message(exc)}", token)
             raise
         except AutoapproveError as exc:
             self._finish(run_id, report, "failed", str(exc), token)
@@ -459,10 +463,15 @@ def _failure_state(exc: ApiError) -> str:
 
 
 def _safe_message(exc: ApiError) -> str:
-    """Our own description of a failure: the API's text may quote personal data."""
-    status = f"HTTP {exc.status_code}" if exc.status_code else type(exc).__name__
+    """Our own description of a failure: the API's text may quote personal data.
+
+    Errors with no HTTP status (connection, timeout, malformed answer) carry only the
+    client's own words, so those are kept.
+    """
+    if exc.status_code is None:
+        return str(exc)
     code = f" {exc.code}" if exc.code else ""
-    return f"{status}{code}"
+    return f"HTTP {exc.status_code}{code}"
 
 
 def patch_is_applied(patch: dict[str, Any], enrollment: dict[str, Any]) -> bool:
