@@ -92,3 +92,12 @@ def test_importing_the_engine_builds_nothing() -> None:
 )
 def test_policy_engine_modules_import(module: str) -> None:
     assert importlib.import_module(module).__doc__
+
+
+def test_importing_engine_loads_no_adapter_library() -> None:
+    # Dependencies point inward: the policy engine knows nothing of httpx or SQLAlchemy.
+    code = "import sys, engine; print(sorted(m for m in ('httpx', 'sqlalchemy') if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT
+    )
+    assert out.stdout.strip() == "[]"
