@@ -23,60 +23,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 ROOT = Path(__file__).resolve().parent.parent
-POLICY = ROOT / "rules" / "tx_residential_battery.yaml"
-PROGRAM = "prog-tx-residential-battery"
-KEY = "fl_bench_key"
-NOW = "2026-11-25T00:00:00Z"
-
-SERVER = """
-import sys
-from datetime import datetime, UTC
-from engine.simulator import FaultConfig, SimulatorConfig, serve
-count, port, latency = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-config = SimulatorConfig(port=port, api_key=%r, programs={%r: count}, seed=7,
-                         now=datetime(2026, 11, 25, tzinfo=UTC), faults=FaultConfig(latency_s=latency))
-serve(config, on_ready=lambda info: print(info.base_url, flush=True))
-""" % (KEY, PROGRAM)
-
-FLOOR = """
-import json, sys, time, httpx
-t = time.perf_counter()
-r = httpx.get(sys.argv[1] + "/v1/enrollments", params={"program_id": %r},
-              headers={"Authorization": "Bearer %s"}, timeout=120)
-data = json.loads(r.content)
-print(json.dumps({"seconds": time.perf_counter() - t, "count": len(data["enrollments"])}))
-""" % (PROGRAM, KEY)
-
-DRY_RUN = """
-import json, sys, time
-from datetime import datetime, UTC
-t0 = time.perf_counter()
-from engine.bootstrap import AppConfig, run_policy
-from engine.policy import load_policy
-from engine.report import render_summary
-from engine.service import RunSettings
-url, db, live, concurrency, recheck = sys.argv[1], sys.argv[2], sys.argv[3] == "1", int(sys.argv[4]), sys.argv[5] == "1"
-policy = load_policy(%r)
-config = AppConfig(environ={"FLIP_API_URL": url, "FLIP_API_KEY": %r}, db_url=db)
-t1 = time.perf_counter()
-report = run_policy(policy, config, RunSettings(live=live, now=datetime(2026, 11, 25, tzinfo=UTC),
-                    concurrency=concurrency, recheck=recheck))
-summary = render_summary(report.decisions)
-t2 = time.perf_counter()
-print(summary, file=sys.stderr)
-print(json.dumps({"run_seconds": t2 - t1, "startup_seconds": t1 - t0, "decisions": len(report.decisions),
-                  "changes": dict(report.change_states)}))
-""" % (str(POLICY), KEY)
+CHILD = str(ROOT / "bench" / "_e2e_children.py")
 
 
-def child(code: str, *args: str) -> tuple[dict[str, Any], float, float]:
-    """Run a Python child; return its JSON line, wall seconds and peak RSS in MB."""
+def child(role: str, *args: str) -> tuple[dict[str, Any], float, float]:
+    """Run a child process; return its JSON line, wall seconds and peak RSS in MB."""
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        [sys.executable, CHILD, role, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
     )
     assert proc.stdout is not None
     output = proc.stdout.read()
@@ -90,7 +45,7 @@ def child(code: str, *args: str) -> tuple[dict[str, Any], float, float]:
 class SimulatorProcess:
     def __init__(self, count: int, latency: float = 0.0) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", SERVER, str(count), "0", str(latency)],
+            [sys.executable, CHILD, "server", str(count), str(latency)],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         assert self.proc.stdout is not None
@@ -143,7 +98,7 @@ def dry_runs(size: int, repeat: int, backends: dict[str, str | None]) -> dict[st
     sim = SimulatorProcess(size)
     results: dict[str, Any] = {"size": size}
     try:
-        floors = [child(FLOOR, sim.url)[0]["seconds"] for _ in range(repeat)]
+        floors = [child("floor", sim.url)[0]["seconds"] for _ in range(repeat)]
         results["floor"] = floors
         print(f"  floor GET+json.loads of {size}: {spread(floors)} s")
         for backend, pg_base in backends.items():
@@ -155,7 +110,7 @@ def dry_runs(size: int, repeat: int, backends: dict[str, str | None]) -> dict[st
                     else:
                         db, name = f"sqlite:///{scratch}/bench.db", ""
                     try:
-                        out, _wall, peak = child(DRY_RUN, sim.url, db, "0", "16", "1")
+                        out, _wall, peak = child("run", sim.url, db, "0", "16", "1")
                     finally:
                         if pg_base:
                             drop_pg_db(pg_base, name)
@@ -164,7 +119,8 @@ def dry_runs(size: int, repeat: int, backends: dict[str, str | None]) -> dict[st
             ratio = statistics.median(runs) / statistics.median(floors)
             results[backend] = {"run": runs, "rss": rss, "ratio": ratio}
             print(
-                f"  dry run {backend}: {spread(runs)} s; {size / statistics.median(runs):,.0f} enrollments/s; "
+                f"  dry run {backend}: {spread(runs)} s; "
+                f"{size / statistics.median(runs):,.0f} enrollments/s; "
                 f"{ratio:.2f}x the floor (target <= 3); peak RSS {statistics.median(rss):.0f} MB"
             )
     finally:
@@ -177,7 +133,7 @@ def live_run(changes: int, latency: float, concurrency: int, recheck: bool) -> N
     try:
         with tempfile.TemporaryDirectory() as scratch:
             out, _wall, _rss = child(
-                DRY_RUN,
+                "run",
                 sim.url,
                 f"sqlite:///{scratch}/live.db",
                 "1",
@@ -221,7 +177,8 @@ def main() -> None:
             per_large = statistics.median(large[backend]["run"]) / large["size"]
             rss_ratio = statistics.median(large[backend]["rss"]) / statistics.median(small[backend]["rss"])
             print(
-                f"scaling {backend}: time per enrollment at {large['size']:,} is {per_large / per_small:.2f}x "
+                f"scaling {backend}: time per enrollment at {large['size']:,} is "
+                f"{per_large / per_small:.2f}x "
                 f"that at {small['size']:,} (target <= 1.2); peak RSS ratio {rss_ratio:.2f}x (target <= 2)"
             )
     if not args.skip_live:

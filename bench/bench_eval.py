@@ -380,21 +380,21 @@ def child_main(lib: str, records: int, repeat: int, seed: int, clock: str) -> No
     """Time one pure-Python library, with the engine, c2 and FactsBuilder interleaved beside it."""
     target = common.vendor_path(lib)
     sys.path.insert(0, str(target))
-    import json_logic  # noqa: PLC0415  (the vendored copy: the folder is first on sys.path)
+    import json_logic
 
     module_file = Path(json_logic.__file__).resolve()
     if target.resolve() not in module_file.parents:
         raise SystemExit(f"json_logic came from {module_file}, not {target}")
     apply = json_logic.jsonLogic
     if lib == "panzi":
-        from json_logic.builtins import to_bool as truthy  # noqa: PLC0415
+        from json_logic.builtins import to_bool as truthy
     else:
         truthy = bool  # qubit's _truthy is bool()
 
-    import datalogic_py  # noqa: PLC0415
+    import datalogic_py
 
-    from engine.evaluator import Evaluator  # noqa: PLC0415
-    from engine.facts import FactsBuilder  # noqa: PLC0415
+    from engine.evaluator import Evaluator
+    from engine.facts import FactsBuilder
 
     def check(condition: Any, facts: Any) -> bool:
         return truthy(apply(condition, facts))
@@ -496,8 +496,8 @@ def disagreements(reference: list[Outcome], other: list[Any], limit: int = 4) ->
 
 def fact_projection(policy: Any) -> Any:
     """A function keeping only the facts the policy's conditions read (None: cannot tell)."""
-    from engine.logic import var_reads  # noqa: PLC0415
-    from engine.policy import substitute_decision  # noqa: PLC0415
+    from engine.logic import var_reads
+    from engine.policy import substitute_decision
 
     conditions = [rule.condition.source for rule in policy.rules]
     conditions += [substitute_decision(g.source, {"status": None, "rule_id": None}) for g in policy.groups]
@@ -541,11 +541,11 @@ def lean_evaluator(policy: Any) -> Any:
     in two ways: the rule loop calls Session.evaluate_truthy directly (one try around the
     loop instead of two wrapper calls per rule), and no fingerprint on the hot path.
     """
-    import datalogic_py  # noqa: PLC0415
+    import datalogic_py
 
-    from engine.decision import Action, Decision  # noqa: PLC0415
-    from engine.facts import FactsBuilder, lookup  # noqa: PLC0415
-    from engine.logic import default_engine  # noqa: PLC0415
+    from engine.decision import Action, Decision
+    from engine.facts import FactsBuilder, lookup
+    from engine.logic import default_engine
 
     engine = default_engine()
     truthy = engine._engine.session().evaluate_truthy  # the native session (private: a sketch)
@@ -617,7 +617,7 @@ def many_decider(policy: Any, plain: Any, session: Any) -> Any:
 
     Same outcome as first match: the first result that is an error or truthy decides.
     """
-    import datalogic_py  # noqa: PLC0415
+    import datalogic_py
 
     error_type = datalogic_py.BatchItemError
     applies = policy.applies_to
@@ -643,7 +643,7 @@ def many_decider(policy: Any, plain: Any, session: Any) -> Any:
         key = (status, rule_id)
         entry = compiled_groups.get(key)
         if entry is None:
-            from engine.logic import normalize  # noqa: PLC0415
+            from engine.logic import normalize
 
             found = groups.for_outcome(status, rule_id)
             entry = ([compile_(normalize(c)) for c, _, _ in found], [(a, r) for _, a, r in found])
@@ -724,12 +724,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def bench(args: argparse.Namespace, points: list[str], out: Tee) -> None:
-    import datalogic_py  # noqa: PLC0415
+    import datalogic_py
 
-    from engine import facts as facts_module  # noqa: PLC0415
-    from engine.evaluator import Evaluator  # noqa: PLC0415
-    from engine.facts import FactsBuilder  # noqa: PLC0415
-    from engine.logic import default_engine, evaluate_logic  # noqa: PLC0415
+    from engine import facts as facts_module
+    from engine.evaluator import Evaluator
+    from engine.facts import FactsBuilder
+    from engine.logic import default_engine, evaluate_logic
 
     out(common.machine_line())
     out(
@@ -1064,9 +1064,9 @@ def bench(args: argparse.Namespace, points: list[str], out: Tee) -> None:
 
 
 def profile(raws: list[dict[str, Any]], policy: Any, out: Tee, top: int = 30) -> None:
-    from pyinstrument import Profiler  # noqa: PLC0415
+    from pyinstrument import Profiler
 
-    from engine.evaluator import Evaluator  # noqa: PLC0415
+    from engine.evaluator import Evaluator
 
     evaluator = Evaluator(policy, NOW, trace=False)
     profiler = Profiler(interval=0.0002)
@@ -1111,7 +1111,7 @@ def profile(raws: list[dict[str, Any]], policy: Any, out: Tee, top: int = 30) ->
 
 
 def _version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+    from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version(package)
