@@ -66,7 +66,8 @@ class RunReport:
 
     @property
     def failed(self) -> int:
-        return self.change_states["failed_retryable"] + self.change_states["failed_permanent"]
+        states = self.change_states
+        return states["failed_retryable"] + states["failed_permanent"] + states["deferred"]
 
 
 class _LeaseKeeper:
