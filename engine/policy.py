@@ -34,7 +34,7 @@ from engine.logic import (
     var_reads,
 )
 from engine.models import EnrollmentStatus, GroupId
-from engine.yamlsafe import KEY_MARKER, LoadedYaml, YamlPath, load_yaml
+from engine.yamlsafe import KEY_MARKER, MAX_YAML_BYTES, LoadedYaml, YamlPath, load_yaml
 
 RuleId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+$", min_length=1, max_length=100)]
 MAX_RULES = 1_000
@@ -272,9 +272,12 @@ def load_policy(path: str | Path, engine: LogicEngine | None = None) -> Policy:
     """Read, validate and compile a policy file. Raises ``PolicyError`` with every problem."""
     source = str(path)
     try:
-        raw = Path(path).read_bytes()
+        with Path(path).open("rb") as handle:
+            raw = handle.read(MAX_YAML_BYTES + 1)  # never more than the limit into memory
     except OSError as exc:
         raise PolicyError.at(source, f"cannot read the file: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_YAML_BYTES:
+        raise PolicyError.at(source, f"file is larger than {MAX_YAML_BYTES} bytes")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -467,9 +470,21 @@ class _RefError(Exception):
         self.cycle = cycle
 
 
-def _expand_refs(node: Any, definitions: dict[str, Any], stack: tuple[str, ...]) -> Any:
+MAX_REF_DEPTH = 32
+
+
+def _expand_refs(
+    node: Any, definitions: dict[str, Any], stack: tuple[str, ...], budget: list[int] | None = None
+) -> Any:
+    """Replace ``{"ref": name}`` by the definition, refusing unknown names, cycles, chains
+    deeper than ``MAX_REF_DEPTH`` and expansions beyond ``MAX_CONDITION_NODES`` (a small
+    file whose definitions each use the next twice would otherwise grow exponentially)."""
+    budget = [MAX_CONDITION_NODES] if budget is None else budget
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _RefError(f"condition too large: more than {MAX_CONDITION_NODES} parts once refs are expanded")
     if isinstance(node, list):
-        return [_expand_refs(item, definitions, stack) for item in node]
+        return [_expand_refs(item, definitions, stack, budget) for item in node]
     if not is_operation(node):
         return node
     (operator,) = node
@@ -480,8 +495,11 @@ def _expand_refs(node: Any, definitions: dict[str, Any], stack: tuple[str, ...])
             raise _RefError(f"unknown ref {name!r} (definitions: {known})")
         if name in stack:
             raise _RefError(f"ref cycle: {' -> '.join((*stack, name))}", (*stack, name))
-        return _expand_refs(definitions[name], definitions, (*stack, name))
-    return {operator: _expand_refs(node[operator], definitions, stack)}
+        if len(stack) >= MAX_REF_DEPTH:
+            chain = " -> ".join(stack[:3])
+            raise _RefError(f"refs nested too deep (more than {MAX_REF_DEPTH}): {chain} -> ...")
+        return _expand_refs(definitions[name], definitions, (*stack, name), budget)
+    return {operator: _expand_refs(node[operator], definitions, stack, budget)}
 
 
 def _count_nodes(node: Any) -> int:

@@ -75,6 +75,15 @@ class DecisionStore(Protocol):
 
     def open_changes(self, program_id: str, *, before_run_id: int | None = None) -> Sequence[Any]: ...
 
+    def interrupt_running_runs(
+        self,
+        program_id: str,
+        *,
+        except_run_id: int | None = None,
+        message: str = ...,
+        fencing_token: int | None = None,
+    ) -> list[int]: ...
+
     def mark_in_flight(self, decision_id: int, *, fencing_token: int | None = None) -> None: ...
 
     def record_outcome(

@@ -163,6 +163,8 @@ class RunService:
         report = RunReport(run_id, program, self.settings.live, [])
         try:
             if self.settings.live:
+                # Under the lock no other live run is alive: any still "running" was killed.
+                self.store.interrupt_running_runs(program, except_run_id=run_id, fencing_token=token)
                 report.recovered = self._reconcile(program, run_id, token)
             report.decisions = self._list_and_evaluate(program)
             self.store.add_decisions(run_id, program, report.decisions, fencing_token=token)

@@ -21,6 +21,8 @@ with "database is locked" halfway through.
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -111,6 +113,24 @@ def _lease_of(connection: Connection, program_id: str) -> _Lease | None:
         ).where(ProgramLockRow.program_id == program_id)
     ).one_or_none()
     return None if row is None else _Lease(*row)
+
+
+def holder_is_dead(holder: str | None) -> bool:
+    """Whether a ``host:pid`` holder is a process of this machine that no longer exists.
+
+    Only a sure "no such process" counts: another host, an unreadable holder or a process
+    we may not signal all count as alive, so a live run is never taken over.
+    """
+    host, _, pid = (holder or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _when(moment: datetime) -> str:
@@ -383,6 +403,9 @@ def _acquire_lease(engine: Engine, program_id: str, holder: str, ttl_s: float, c
     ):
         token = _upsert_lease(connection, program_id, holder, now, expires_at, take_over_live_lease=False)
         lease = _lease_of(connection, program_id) if token is None else None
+        if lease is not None and holder_is_dead(lease.holder):
+            # A crashed run on this machine: no need to wait for its lease to expire.
+            token = _upsert_lease(connection, program_id, holder, now, expires_at, take_over_live_lease=True)
     if token is None:
         raise LockHeldError(_held_message(program_id, lease, now))
     return ProgramLock(engine, program_id, holder, token, expires_at, ttl_s=ttl_s, clock=clock)

@@ -75,11 +75,6 @@ def test_run_killed_at_a_step_is_completed_by_the_next_run_on_postgresql(
     _crash_then_recover(make_product("postgresql"), step)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: RunService never calls Store.interrupt_running_runs, so a killed run stays "
-    "'running' forever (engine/service.py RunService._run)",
-)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_the_next_run_records_a_killed_run_as_interrupted(
     backend: str, make_product: Callable[..., Product]

@@ -72,9 +72,10 @@ def _deep_block_nesting() -> str:
 
 
 def _deep_ref_chain() -> str:
-    """10,000-deep nesting that only appears once refs are expanded: each definition is a
-    small ``!`` around the next one, so the YAML itself is three levels deep."""
-    count = 10_000
+    """5,000-deep nesting that only appears once refs are expanded: each definition is a
+    small ``!`` around the next one, so the YAML itself is three levels deep (and the file
+    stays under the size limit, so the ref limits are what refuses it)."""
+    count = 5_000
     lines = [f'  d{i}: {{"!": {{ref: d{i + 1}}}}}' for i in range(count)] + [f"  d{count}: true"]
     rule = "rules:\n  - {id: r, when: {ref: d0}, status: ACTIVE, reason: x}\n"
     return HEAD + rule + "definitions:\n" + "\n".join(lines) + "\n"
@@ -94,14 +95,14 @@ def _five_megabytes() -> str:
     return HEAD + RULE + "notes: '" + "x" * 5_000_000 + "'\n"
 
 
-def _condition_of_100k_nodes() -> str:
-    """27,000 comparisons under one ``or``: 135,002 condition nodes (189,000 YAML values),
-    as many as the loader's limits let through (under 200,000 values and 1 MB)."""
+def _condition_of_45k_nodes() -> str:
+    """9,000 comparisons under one ``or``: 45,002 condition nodes (63,000 YAML values), as
+    many as the loader's size limit lets through (under 256,000 bytes)."""
     clause = '{"==": [{"var": "z"}, 1]}'
     return (
         HEAD
         + 'rules:\n  - id: r\n    status: ACTIVE\n    reason: x\n    when: {"or": ['
-        + ", ".join([clause] * 27_000)
+        + ", ".join([clause] * 9_000)
         + "]}\n"
     )
 
@@ -126,39 +127,14 @@ CASES = [
     Hostile("10000-deep-block-lists", _deep_block_nesting, "nesting deeper than"),
     Hostile("5-MB-file", _five_megabytes, "larger than"),
     Hostile("50000-rules", _fifty_thousand_rules, "larger than"),
-    Hostile("condition-of-100000-nodes", _condition_of_100k_nodes, "more than"),
-    Hostile("10000-deep-ref-chain", _deep_ref_chain, "too deep"),
+    Hostile("condition-of-45000-nodes", _condition_of_45k_nodes, "more than"),
+    Hostile("5000-deep-ref-chain", _deep_ref_chain, "too deep"),
     Hostile("ref-bomb", _ref_bomb, "too large"),
 ]
-# Refusing this condition takes 4.6-9 s on the 2-core reference machine (more under load):
-# around the 5 s bound, so it cannot be a strict xfail without flaking on faster machines.
-SLOW_REFUSAL = (
-    "bug: engine/yamlsafe.py parses with the pure-Python SafeLoader (~30-50 us per value) and "
-    "admits up to 200,000 values in 1 MB, so this condition is parsed whole (4.6-9 s here) "
-    "before engine/policy.py's 5,000-node limit refuses it"
-)
-KNOWN_BUGS = {
-    "10000-deep-ref-chain": (
-        "bug: engine/policy.py _expand_refs recurses once per ref with no depth limit; a deep "
-        "ref chain raises RecursionError (a traceback, not a PolicyError)"
-    ),
-    "ref-bomb": (
-        "bug: engine/policy.py _expand_refs copies every use of a definition with no size "
-        "limit; definitions that each use the next twice expand exponentially (time, memory)"
-    ),
-}
-
-
-def _marks(name: str) -> list[pytest.MarkDecorator]:
-    if name == "condition-of-100000-nodes":
-        return [pytest.mark.xfail(strict=False, reason=SLOW_REFUSAL)]
-    if name in KNOWN_BUGS:
-        return [pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[name])]
-    return []
 
 
 def _case_params() -> list[Any]:
-    return [pytest.param(case, id=case.name, marks=_marks(case.name)) for case in CASES]
+    return [pytest.param(case, id=case.name) for case in CASES]
 
 
 @dataclass(frozen=True)
@@ -261,11 +237,6 @@ def test_load_policy_raises_policy_error_with_a_position(case: Hostile, tmp_path
     assert case.expect in str(first)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: engine/policy.py load_policy reads the whole file (read_bytes), decodes it and "
-    "engine/yamlsafe.py load_yaml encodes it again before comparing with MAX_YAML_BYTES",
-)
 def test_a_huge_file_is_refused_without_being_read_whole(tmp_path: Path, baseline_rss_mb: float) -> None:
     """A 256 MB file (sparse: it costs no disk) must not be read into memory to learn that
     it is too large."""
