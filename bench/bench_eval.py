@@ -544,8 +544,8 @@ def lean_evaluator(policy: Any) -> Any:
     import datalogic_py
 
     from engine.decision import Action, Decision
-    from engine.facts import FactsBuilder, lookup
-    from engine.logic import default_engine
+    from engine.facts import FactsBuilder
+    from engine.logic import default_engine, lookup
 
     engine = default_engine()
     truthy = engine._engine.session().evaluate_truthy  # the native session (private: a sketch)
@@ -885,21 +885,14 @@ def bench(args: argparse.Namespace, points: list[str], out: Tee) -> None:
                 except Exception:
                     continue
 
-        if hasattr(facts_module, "fingerprint_sources"):  # fingerprint of the raw inputs
-            sources = facts_module.fingerprint_sources(policy.read_paths)
-            fingerprinted = [*sources[0], *sources[1]]
+        from engine.evaluator import facts_plan
 
-            def run_fingerprint() -> None:
-                for raw in raws:
-                    facts_module.fingerprint(raw, sources)
+        plan = facts_plan(policy)  # the engine fingerprints the raw inputs its facts come from
+        fingerprinted = [*plan.site_keys, *plan.top_keys, "devices", "program_specific_attributes"]
 
-        else:  # older engine: fingerprint of the facts read
-            paths = tuple(p for p in policy.read_paths if p != "now")
-            fingerprinted = list(paths)
-
-            def run_fingerprint() -> None:
-                for item in facts:
-                    facts_module.fingerprint(item, paths)
+        def run_fingerprint() -> None:
+            for raw in raws:
+                facts_module.fingerprint(raw, plan)
 
         add("facts", "FactsBuilder.build", run_facts)
         add("handle", "DataHandle(facts)", run_handles)
