@@ -21,16 +21,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from itertools import islice
+from json.encoder import encode_basestring_ascii
 from operator import attrgetter
 from typing import Any, Self
 
 from sqlalchemy import (
     Connection,
+    Dialect,
     Engine,
     Row,
     Select,
@@ -41,12 +44,13 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from engine.decision import Action, Decision, RuleTrace
 from engine.errors import ApiError, StoreError
 from engine.migrations import upgrade
+from engine.models import EnrollmentStatus
 from engine.store.locks import (
     Clock,
     check_fencing_token,
@@ -242,6 +246,9 @@ class PlannedChange:
 # -- Pure helpers ----------------------------------------------------------------------
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def change_key(program_id: str, enrollment_id: str, body: Mapping[str, Any]) -> str:
     """A deterministic key for "this enrollment should end up in this state".
 
@@ -251,11 +258,8 @@ def change_key(program_id: str, enrollment_id: str, body: Mapping[str, Any]) -> 
     desired = dict(body)
     if isinstance(desired.get("group_ids"), list):
         desired["group_ids"] = sorted(desired["group_ids"])
-    canonical = json.dumps(
-        {"program_id": program_id, "enrollment_id": enrollment_id, "desired": desired},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
+    canonical = _CANONICAL.encode(
+        {"program_id": program_id, "enrollment_id": enrollment_id, "desired": desired}
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -418,70 +422,210 @@ def _trace_from_json(items: list[dict[str, Any]]) -> list[RuleTrace]:
     ]
 
 
+# -- The PATCH body of an update ------------------------------------------------------
+# ``Decision.patch()`` validates the body with pydantic (``EnrollmentPatch``), which costs
+# more than everything else about a row. Most bodies are plainly valid: a documented status
+# and group ids of ASCII word characters. Those are built here directly, exactly as
+# ``EnrollmentPatch.body()`` would build them; anything else goes through pydantic, so a
+# status or group id the API would refuse is still refused, with pydantic's message.
+
+_STATUS_VALUES = frozenset(status.value for status in EnrollmentStatus)
+# A subset of the API's pattern for group ids (``GROUP_ID_PATTERN``, ``^[\w-]+$``).
+_PLAIN_GROUP_ID = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _plain_body(decision: Decision) -> dict[str, Any] | None:
+    """``decision.patch().body()`` for an ``update`` whose values need no pydantic check,
+    else ``None`` (then ask pydantic)."""
+    body: dict[str, Any] = {}
+    if decision.status_changes and decision.status:
+        status, reason = decision.status, decision.reason
+        if type(status) is not str or status not in _STATUS_VALUES:
+            return None
+        body["status"] = status
+        if reason is not None:
+            if type(reason) is not str:
+                return None
+            body["status_reason"] = reason
+    if decision.groups_change:
+        group_ids = list(decision.group_ids)
+        if not all(type(group_id) is str and _PLAIN_GROUP_ID.fullmatch(group_id) for group_id in group_ids):
+            return None
+        body["group_ids"] = group_ids
+    return body
+
+
 def _planned_body(decision: Decision) -> tuple[dict[str, Any] | None, str | None]:
     """The PATCH body of an ``update`` decision, or why none can be sent."""
     if decision.action is not Action.UPDATE:
         return None, None
     if not decision.enrollment_id:
         return None, "the decision has no enrollment id to send a change to"
-    try:
-        patch = decision.patch()
-    except ValueError as exc:  # pydantic refuses a status or group id the API would refuse
-        return None, f"no valid PATCH body: {exc}"
-    body = patch.body() if patch is not None else {}
+    body = _plain_body(decision)
+    if body is None:
+        try:
+            patch = decision.patch()
+        except ValueError as exc:  # pydantic refuses a status or group id the API would refuse
+            return None, f"no valid PATCH body: {exc}"
+        body = patch.body() if patch is not None else {}
     return (body or None), None
 
 
-def _decision_values(
-    decision: Decision,
+# -- Decision rows, built and inserted in bulk ----------------------------------------
+# A row is a tuple in ``_ROW_COLUMNS`` order, with its JSON columns already encoded by
+# ``json.dumps`` (what SQLAlchemy's JSON type would send) and ``updated_at`` already in the
+# form the dialect stores: SQLAlchemy's per-value type processing is skipped on purpose.
+# SQLite gets one ``executemany``; PostgreSQL (psycopg) gets ``COPY ... FROM STDIN``, where
+# the server reads the JSON text as ``jsonb``/``json`` exactly as it would for an insert.
+# The outcome columns (``_OUTCOME_COLUMNS``) are left out: a new decision has no outcome,
+# and those columns have no default, so they are NULL.
+
+_ROW_COLUMNS = (
+    "run_id",
+    "program_id",
+    "enrollment_id",
+    "current_status",
+    "status",
+    "reason",
+    "rule_id",
+    "group_ids",
+    "current_group_ids",
+    "groups_added",
+    "groups_removed",
+    "action",
+    "warnings",
+    "trace",
+    "error",
+    "enrollment_updated_at",
+    "facts_fingerprint",
+    "planned_patch",
+    "change_key",
+    "change_state",
+    "attempts",
+    "error_message",
+    "updated_at",
+)
+_OUTCOME_COLUMNS = ("http_status", "api_error_code", "api_error_locations", "applied_at")
+_DECISIONS = DecisionRow.__table__
+# ``json.dumps`` with its defaults, as SQLAlchemy's JSON type (and psycopg's) encode.
+_JSON = json.JSONEncoder()
+
+
+def _json_text(value: Any) -> str:
+    """``json.dumps(value)``, with short cuts for a row's usual lists: empty, or all text."""
+    if type(value) is list:
+        if not value:
+            return "[]"
+        try:  # what the encoder writes for a list of strings
+            return "[" + ", ".join(map(encode_basestring_ascii, value)) + "]"
+        except TypeError:  # not all strings
+            pass
+    return _JSON.encode(value)
+
+
+_NONE, _PLANNED, _FAILED_PERMANENT = (
+    ChangeState.NONE.value,
+    ChangeState.PLANNED.value,
+    ChangeState.FAILED_PERMANENT.value,
+)
+_ACTION_VALUES = {action.value: action.value for action in Action}
+
+
+def _action_value(action: Any) -> str:
+    """``Action(action).value``."""
+    try:
+        return _ACTION_VALUES[action]
+    except (KeyError, TypeError):
+        return Action(action).value
+
+
+def _decision_rows(
+    decisions: Iterable[Decision],
     *,
     run_id: int,
     program_id: str,
     live: bool,
-    now: datetime,
+    updated_at: Any,
     change_keys: Callable[[Decision], str | None] | None,
-) -> dict[str, Any]:
-    decision, trace = _storable_parts(decision)
-    body, problem = _planned_body(decision)
-    key = None
-    if body is not None:
-        enrollment_id = decision.enrollment_id or ""
-        key = change_keys(decision) if change_keys else change_key(program_id, enrollment_id, body)
-    if not live:
-        state = ChangeState.NONE  # a dry run sends nothing; its body and key show what it would
-    elif problem is not None:
-        state = ChangeState.FAILED_PERMANENT
-    else:
-        state = ChangeState.NONE if body is None else ChangeState.PLANNED
-    return {
-        "run_id": run_id,
-        "program_id": program_id,
-        "enrollment_id": decision.enrollment_id,
-        "current_status": decision.current_status,
-        "status": decision.status,
-        "reason": decision.reason,
-        "rule_id": decision.rule_id,
-        "group_ids": decision.group_ids,
-        "current_group_ids": decision.current_group_ids,
-        "groups_added": decision.groups_added,
-        "groups_removed": decision.groups_removed,
-        "action": Action(decision.action).value,
-        "warnings": decision.warnings,
-        "trace": trace,
-        "error": decision.error,
-        "enrollment_updated_at": decision.updated_at,
-        "facts_fingerprint": decision.facts_fingerprint,
-        "planned_patch": body,
-        "change_key": key,
-        "change_state": state.value,
-        "attempts": 0,
-        "http_status": None,
-        "api_error_code": None,
-        "api_error_locations": None,
-        "error_message": problem,
-        "applied_at": None,
-        "updated_at": now,
-    }
+) -> list[tuple[Any, ...]]:
+    """The rows to insert for ``decisions`` (``updated_at`` as the dialect stores it)."""
+    rows: list[tuple[Any, ...]] = []
+    for original in decisions:
+        decision, trace = _storable_parts(original)
+        body, problem = _planned_body(decision)
+        key = None
+        if body is not None:
+            enrollment_id = decision.enrollment_id or ""
+            key = change_keys(decision) if change_keys else change_key(program_id, enrollment_id, body)
+        if not live:
+            state = _NONE  # a dry run sends nothing; its body and key show what it would
+        elif problem is not None:
+            state = _FAILED_PERMANENT
+        else:
+            state = _NONE if body is None else _PLANNED
+        rows.append(
+            (
+                run_id,
+                program_id,
+                decision.enrollment_id,
+                decision.current_status,
+                decision.status,
+                decision.reason,
+                decision.rule_id,
+                _json_text(decision.group_ids),
+                _json_text(decision.current_group_ids),
+                _json_text(decision.groups_added),
+                _json_text(decision.groups_removed),
+                _action_value(decision.action),
+                _json_text(decision.warnings),
+                _json_text(trace),
+                decision.error,
+                decision.updated_at,
+                decision.facts_fingerprint,
+                None if body is None else _json_text(body),
+                key,
+                state,
+                0,  # attempts
+                problem,  # error_message
+                updated_at,
+            )
+        )
+    return rows
+
+
+def _stored_form(dialect: Dialect, column: str, value: Any) -> Any:
+    """``value`` as the ``decisions`` column's type binds it on ``dialect``."""
+    process = _DECISIONS.c[column].type.dialect_impl(dialect).bind_processor(dialect)
+    return value if process is None else process(value)
+
+
+def _insert_rows(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert decision rows (``_ROW_COLUMNS`` tuples) in the connection's transaction."""
+    preparer = connection.dialect.identifier_preparer
+    # Identifiers from the table definition, quoted by the dialect; the values are bound.
+    table = preparer.format_table(_DECISIONS)
+    columns = ", ".join(preparer.quote(name) for name in _ROW_COLUMNS)
+    if connection.dialect.driver == "psycopg":
+        _copy_rows(connection, f"COPY {table} ({columns}) FROM STDIN", rows)
+    else:  # SQLite's qmark, or the format style of other drivers
+        marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+        markers = ", ".join([marker] * len(_ROW_COLUMNS))
+        connection.exec_driver_sql(f"INSERT INTO {table} ({columns}) VALUES ({markers})", rows)  # noqa: S608
+
+
+def _copy_rows(connection: Connection, statement: str, rows: list[tuple[Any, ...]]) -> None:
+    """``COPY ... FROM STDIN`` through psycopg, on the connection's own transaction."""
+    dialect = connection.dialect
+    driver_connection = connection.connection.driver_connection
+    if driver_connection is None:
+        raise StoreError("the database connection is closed")
+    try:
+        with driver_connection.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except dialect.loaded_dbapi.Error as exc:
+        # What SQLAlchemy raises for a failed statement, so ``database_errors`` reports it.
+        raise DBAPIError.instance(statement, None, exc, dialect.loaded_dbapi.Error, dialect=dialect) from exc
 
 
 def _to_decision(row: DecisionRow) -> Decision:
@@ -869,20 +1013,20 @@ class Store:
             raise StoreError(f"run {run_id} belongs to program {run.program_id!r}, not {program_id!r}")
         owner = run.owner(fencing_token)
         for batch in _batches(decisions, BATCH_SIZE):
-            now = self._clock()
-            rows = [
-                _decision_values(
-                    decision,
-                    run_id=run_id,
-                    program_id=program_id,
-                    live=run.mode == RunMode.LIVE,
-                    now=now,
-                    change_keys=change_keys,
-                )
-                for decision in batch
-            ]
+            try:
+                updated_at = _stored_form(self._engine.dialect, "updated_at", self._clock())
+            except (AttributeError, TypeError, ValueError) as exc:  # e.g. a naive datetime
+                raise StoreError(f"could not store decisions: {exc}") from exc
+            rows = _decision_rows(
+                batch,
+                run_id=run_id,
+                program_id=program_id,
+                live=run.mode == RunMode.LIVE,
+                updated_at=updated_at,
+                change_keys=change_keys,
+            )
             with database_errors("could not store decisions"), _fenced(self._engine, owner) as connection:
-                connection.execute(insert(DecisionRow), rows)
+                _insert_rows(connection, rows)
 
     def planned_changes(self, run_id: int) -> list[PlannedChange]:
         """The run's changes still ``planned``, in decision order."""
