@@ -8,11 +8,25 @@ the same real ones pointed at the local simulator and a temporary database.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from engine.decision import Decision
 from engine.models import EnrollmentPatch, Group
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one change (``record_outcomes``); ``state`` is a ChangeState value."""
+
+    decision_id: int
+    state: str
+    attempts: int | None = None
+    http_status: int | None = None
+    api_error_code: str | None = None
+    api_error_locations: Sequence[Any] | None = None
+    error_message: str | None = None
 
 
 class FlipApi(Protocol):
@@ -85,6 +99,14 @@ class DecisionStore(Protocol):
     ) -> list[int]: ...
 
     def mark_in_flight(self, decision_id: int, *, fencing_token: int | None = None) -> None: ...
+
+    def mark_in_flight_many(
+        self, decision_ids: Sequence[int], *, fencing_token: int | None = None
+    ) -> None: ...
+
+    def release_in_flight(self, decision_ids: Sequence[int], *, fencing_token: int | None = None) -> None: ...
+
+    def record_outcomes(self, outcomes: Sequence[Outcome], *, fencing_token: int | None = None) -> None: ...
 
     def record_outcome(
         self,

@@ -19,6 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 from engine.decision import Action, Decision
@@ -26,7 +27,7 @@ from engine.errors import ApiAuthError, ApiError, ApiRetryableError, Autoapprove
 from engine.evaluator import Evaluator
 from engine.models import EnrollmentPatch
 from engine.policy import Policy
-from engine.ports import DecisionStore, FlipApi, PlannedChangeLike
+from engine.ports import DecisionStore, FlipApi, Outcome, PlannedChangeLike
 
 ProgressCallback = Callable[[str, int, int], None]
 LockFactory = Callable[[str, str], AbstractContextManager[Any]]
@@ -365,7 +366,16 @@ class RunService:
 
 
 class _Applier:
-    """Sends planned changes on a thread pool: record, then act, then record."""
+    """Sends planned changes on a thread pool: record, then act, then record.
+
+    Store writes are batched so a run is not limited by one transaction per change: a batch
+    of changes is marked ``in_flight`` in one transaction before any of them is sent, and
+    outcomes are recorded together within a fraction of a second after their requests. A
+    crash in between leaves changes ``in_flight``, which the next run reconciles.
+    """
+
+    FLUSH_EVERY = 32  # outcomes
+    FLUSH_AFTER_S = 0.25
 
     def __init__(self, service: RunService, decisions: dict[str | None, Decision], token: int | None) -> None:
         self.service = service
@@ -374,6 +384,9 @@ class _Applier:
         self.token = token
         self.auth_error: ApiAuthError | None = None
         self.workers = max(1, service.settings.concurrency)
+        self.outcomes: list[Outcome] = []
+        self.not_sent: list[int] = []
+        self.flushed_at = time.monotonic()
 
     def halted(self) -> bool:
         return self.service.stop.is_set() or self.auth_error is not None
@@ -382,39 +395,60 @@ class _Applier:
         """Yield each change's final state as it completes; stop early on a signal or a 401."""
         queue = iter(changes)
         window = self.workers * 4  # bounded look-ahead: memory stays flat for any number of changes
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="apply") as pool:
-            pending: set[Future[str]] = set()
-            exhausted = False
-            while True:
-                while not exhausted and len(pending) < window and not self.halted():
-                    change = next(queue, None)
-                    if change is None:
-                        exhausted = True
-                    else:
-                        pending.add(pool.submit(self.send_one, change))
-                if not pending:
-                    return
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    yield future.result()
+        try:
+            with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="apply") as pool:
+                pending: set[Future[Outcome | None]] = set()
+                exhausted = False
+                while True:
+                    if not exhausted and len(pending) <= window // 2 and not self.halted():
+                        batch = list(islice(queue, window - len(pending)))
+                        exhausted = len(batch) < window - len(pending)
+                        self.store.mark_in_flight_many(
+                            [c.decision_id for c in batch], fencing_token=self.token
+                        )
+                        pending |= {pool.submit(self.send_one, change) for change in batch}
+                    if not pending:
+                        return
+                    finished, pending = wait(pending, timeout=self.FLUSH_AFTER_S, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        outcome = future.result()
+                        if outcome is not None:
+                            self.outcomes.append(outcome)
+                            yield str(outcome.state)
+                    self.flush(force=False)
+        finally:
+            self.flush(force=True)
 
-    def send_one(self, change: PlannedChangeLike) -> str:
+    def flush(self, *, force: bool) -> None:
+        due = (
+            len(self.outcomes) >= self.FLUSH_EVERY or time.monotonic() - self.flushed_at >= self.FLUSH_AFTER_S
+        )
+        if self.outcomes and (force or due):
+            self.store.record_outcomes(self.outcomes, fencing_token=self.token)
+            self.outcomes = []
+            self.flushed_at = time.monotonic()
+        if force and self.not_sent:
+            # Marked in flight but never sent (a signal or a 401 stopped the run): planned again.
+            self.store.release_in_flight(self.not_sent, fencing_token=self.token)
+            self.not_sent = []
+
+    def send_one(self, change: PlannedChangeLike) -> Outcome | None:
         if self.halted():
-            return "planned"
+            self.not_sent.append(change.decision_id)
+            return None
         try:
             stale = self.service._stale_reason(change, self.decisions.get(change.enrollment_id))
         except ApiAuthError as exc:
             self.auth_error = exc
-            return "planned"
+            self.not_sent.append(change.decision_id)
+            return None
         except ApiError as exc:
-            return self.record_failure(change, exc, "failed_retryable")
+            return self.failure(change, exc, "failed_retryable")
         if stale is not None:
-            self.store.supersede([change.decision_id], stale, fencing_token=self.token)
-            return "superseded"
+            return Outcome(change.decision_id, "superseded", error_message=stale)
         return self.patch(change)
 
-    def patch(self, change: PlannedChangeLike) -> str:
-        self.store.mark_in_flight(change.decision_id, fencing_token=self.token)
+    def patch(self, change: PlannedChangeLike) -> Outcome:
         self.service._crash("in_flight")
         try:
             self.service.api.update_enrollment(
@@ -422,14 +456,11 @@ class _Applier:
             )
         except ApiAuthError as exc:
             self.auth_error = exc
-            return self.record_failure(change, exc, "failed_retryable", self.http_attempts())
+            return self.failure(change, exc, "failed_retryable", self.http_attempts())
         except ApiError as exc:
-            return self.record_failure(change, exc, _failure_state(exc), self.http_attempts())
+            return self.failure(change, exc, _failure_state(exc), self.http_attempts())
         self.service._crash("after_patch")
-        self.store.record_outcome(
-            change.decision_id, "applied", fencing_token=self.token, attempts=self.http_attempts()
-        )
-        return "applied"
+        return Outcome(change.decision_id, "applied", attempts=self.http_attempts())
 
     def http_attempts(self) -> int | None:
         """The HTTP attempts of this thread's last API call, when the client counts them.
@@ -441,20 +472,18 @@ class _Applier:
         attempts = getattr(self.service.api, "last_attempts", None)
         return attempts if isinstance(attempts, int) and attempts > 0 else None
 
-    def record_failure(
+    def failure(
         self, change: PlannedChangeLike, exc: ApiError, state: str, attempts: int | None = None
-    ) -> str:
-        self.store.record_outcome(
+    ) -> Outcome:
+        return Outcome(
             change.decision_id,
             state,
             attempts=attempts,
-            fencing_token=self.token,
             http_status=exc.status_code,
             api_error_code=exc.code,
             api_error_locations=exc.locations(),
             error_message=_safe_message(exc),
         )
-        return state
 
 
 def _failure_state(exc: ApiError) -> str:

@@ -51,6 +51,7 @@ from engine.decision import Action, Decision, RuleTrace
 from engine.errors import ApiError, StoreError
 from engine.migrations import upgrade
 from engine.models import EnrollmentStatus
+from engine.ports import Outcome
 from engine.store.locks import (
     Clock,
     check_fencing_token,
@@ -72,6 +73,7 @@ __all__ = [
     "DB_URL_ENV",
     "DEFAULT_DB_URL",
     "DecisionRecord",
+    "Outcome",
     "PlannedChange",
     "PolicyVersionRecord",
     "RunRecord",
@@ -241,6 +243,22 @@ class PlannedChange:
     facts_fingerprint: str | None
     enrollment_updated_at: str | None
     attempts: int
+
+
+def _outcome_values(target: ChangeState, outcome: Outcome, now: datetime) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "change_state": target.value,
+        "http_status": outcome.http_status,
+        "api_error_code": _storable_or_none(outcome.api_error_code),
+        "api_error_locations": _clean_locations(outcome.api_error_locations),
+        "error_message": _storable_or_none(outcome.error_message),
+        "updated_at": now,
+    }
+    if outcome.attempts is not None:
+        values["attempts"] = outcome.attempts
+    if target in (ChangeState.APPLIED, ChangeState.RECOVERED):
+        values["applied_at"] = now
+    return values
 
 
 # -- Pure helpers ----------------------------------------------------------------------
@@ -1183,20 +1201,60 @@ class Store:
                 f"record_outcome takes an outcome, not {target.value!r} "
                 "(use mark_in_flight to start an attempt)"
             )
-        now = self._clock()
-        values: dict[str, Any] = {
-            "change_state": target.value,
-            "http_status": http_status,
-            "api_error_code": _storable_or_none(api_error_code),
-            "api_error_locations": _clean_locations(api_error_locations),
-            "error_message": _storable_or_none(error_message),
-            "updated_at": now,
-        }
-        if attempts is not None:
-            values["attempts"] = attempts
-        if target in (ChangeState.APPLIED, ChangeState.RECOVERED):
-            values["applied_at"] = now
+        outcome = Outcome(
+            decision_id, target, attempts, http_status, api_error_code, api_error_locations, error_message
+        )
+        values = _outcome_values(target, outcome, self._clock())
         self._move(decision_id, target, values, fencing_token)
+
+    def mark_in_flight_many(self, decision_ids: Sequence[int], *, fencing_token: int | None = None) -> None:
+        """``mark_in_flight`` for several changes in one transaction (a live run's batches).
+
+        All or nothing: if any of them cannot start an attempt, nothing is marked.
+        """
+        if not decision_ids:
+            return
+        values = {
+            "change_state": ChangeState.IN_FLIGHT.value,
+            "attempts": DecisionRow.attempts + 1,
+            "updated_at": self._clock(),
+        }
+        self._move_many(
+            [(decision_id, values) for decision_id in decision_ids], ChangeState.IN_FLIGHT, fencing_token
+        )
+
+    def release_in_flight(self, decision_ids: Sequence[int], *, fencing_token: int | None = None) -> None:
+        """Changes marked ``in_flight`` but never sent go back to ``planned`` (attempt undone)."""
+        if not decision_ids:
+            return
+        statement = (
+            update(DecisionRow)
+            .where(
+                DecisionRow.id.in_(list(decision_ids)),
+                DecisionRow.change_state == ChangeState.IN_FLIGHT.value,
+            )
+            .values(
+                change_state=ChangeState.PLANNED.value,
+                attempts=DecisionRow.attempts - 1,
+                updated_at=self._clock(),
+            )
+        )
+        owners = self._decision_owners(list(decision_ids), fencing_token)
+        with database_errors("could not release changes"), _fenced(self._engine, *owners) as connection:
+            connection.execute(statement)
+
+    def record_outcomes(self, outcomes: Sequence[Outcome], *, fencing_token: int | None = None) -> None:
+        """``record_outcome`` for several changes in one transaction (all or nothing)."""
+        moves: list[tuple[int, dict[str, Any], ChangeState]] = []
+        now = self._clock()
+        for outcome in outcomes:
+            target = ChangeState(_checked(ChangeState, outcome.state))
+            if target not in OUTCOME_STATES:
+                raise StoreError(f"record_outcomes takes outcomes, not {target.value!r}")
+            values = _outcome_values(target, outcome, now)
+            moves.append((outcome.decision_id, values, target))
+        for target in {move[2] for move in moves}:
+            self._move_many([(i, v) for i, v, t in moves if t is target], target, fencing_token)
 
     def supersede(self, decision_ids: Iterable[int], reason: str, *, fencing_token: int | None = None) -> int:
         """Mark changes ``superseded`` (a newer decision or fresh data replaced them), with
@@ -1246,6 +1304,32 @@ class Store:
             current = None if moved else self._change_state(connection, decision_id)
         if not moved and current != target.value:
             raise StoreError(f"decision {decision_id} is {current!r}: it cannot become {target.value!r}")
+
+    def _move_many(
+        self,
+        moves: Sequence[tuple[int, Mapping[str, Any]]],
+        target: ChangeState,
+        fencing_token: int | None,
+    ) -> None:
+        """Several ``_move``s in one fenced transaction; any refused move refuses them all."""
+        if not moves:
+            return
+        owners = self._decision_owners([decision_id for decision_id, _ in moves], fencing_token)
+        movable = [s.value for s in MOVABLE_STATES]
+        with database_errors("could not update the changes"), _fenced(self._engine, *owners) as connection:
+            for decision_id, values in moves:
+                statement = (
+                    update(DecisionRow)
+                    .where(DecisionRow.id == decision_id, DecisionRow.change_state.in_(movable))
+                    .values(values)
+                )
+                if connection.execute(statement).rowcount:
+                    continue
+                current = self._change_state(connection, decision_id)
+                if current != target.value:  # raising rolls the whole transaction back
+                    raise StoreError(
+                        f"decision {decision_id} is {current!r}: it cannot become {target.value!r}"
+                    )
 
     @staticmethod
     def _change_state(connection: Connection, decision_id: int) -> str | None:
