@@ -17,6 +17,7 @@ Only the classic JsonLogic operators plus ours are accepted; the library's many 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -299,6 +300,7 @@ class LogicEngine:
 
     def __init__(self) -> None:
         self._engine = datalogic_py.Engine(custom_operators=_CUSTOM_IMPLEMENTATIONS)
+        self._sessions = threading.local()
 
     def unknown_operators(self, rule: Any) -> list[tuple[str, str]]:
         """``(operator, pointer)`` for every operator that is not allowed."""
@@ -322,8 +324,8 @@ class LogicEngine:
         return Condition(rule, normalized, native, tuple(root_paths(rule)))
 
     def session(self) -> LogicSession:
-        """A hot-loop evaluator for one thread."""
-        return LogicSession(self._engine.session())
+        """A hot-loop evaluator; safe to share, each thread gets its own native session."""
+        return LogicSession(self._engine, self._sessions)
 
     def evaluate_json(self, condition: Condition, data: Any) -> Any:
         """Evaluate and return the condition's value (not just its truthiness)."""
@@ -344,10 +346,24 @@ class LogicEngine:
 
 
 class LogicSession:
-    """Evaluates compiled conditions against facts converted once per enrollment."""
+    """Evaluates compiled conditions against facts converted once per enrollment.
 
-    def __init__(self, session: datalogic_py.Session) -> None:
-        self._session = session
+    The library's native sessions may only be used, and dropped, by the thread that made
+    them. They live in thread-local storage, never in objects the garbage collector could
+    free on another thread; each call picks the current thread's session.
+    """
+
+    def __init__(self, engine: datalogic_py.Engine, sessions: threading.local) -> None:
+        self._engine = engine
+        self._sessions = sessions
+
+    @property
+    def _session(self) -> datalogic_py.Session:
+        session: datalogic_py.Session | None = getattr(self._sessions, "session", None)
+        if session is None:
+            session = self._engine.session()
+            self._sessions.session = session
+        return session
 
     @staticmethod
     def prepare(facts: Any) -> datalogic_py.DataHandle:

@@ -128,24 +128,17 @@ class RunService:
         self._lock_factory = lock_factory
         self._crash = _CrashHook(settings.crash_at)
         self._lease = _LeaseKeeper(None)
-        self._local = threading.local()
+        # Shared by the apply threads: native sessions are per thread inside the engine.
+        self._evaluator = Evaluator(policy, self.now, trace=False)
 
     # -- the run -------------------------------------------------------------------------
 
     def run(self, program_id: str | None = None) -> RunReport:
         program = program_id or self.policy.program_id
-        try:
-            if not self.settings.live or self._lock_factory is None:
-                return self._run(program, lock=None)
-            with self._lock_factory(program, self.settings.holder) as lock:
-                return self._run(program, lock)
-        finally:
-            # The evaluator holds a datalogic session that only the thread that made it may
-            # drop. Drop it here, on that thread: the service itself may be freed by the
-            # cyclic GC on any thread (a traceback cycle after a failed run), and a session
-            # dropped there is leaked with "Session is unsendable" on stderr. The apply
-            # threads' evaluators go with their threads when the pool shuts down.
-            self._local.evaluator = None
+        if not self.settings.live or self._lock_factory is None:
+            return self._run(program, lock=None)
+        with self._lock_factory(program, self.settings.holder) as lock:
+            return self._run(program, lock)
 
     def _run(self, program: str, lock: Any) -> RunReport:
         self._lease = _LeaseKeeper(lock)
@@ -214,7 +207,7 @@ class RunService:
         answer raises here and the run records no decision. Raw enrollments are dropped as
         soon as they are evaluated, so memory grows with the (small) decisions only.
         """
-        evaluator = self._evaluator()
+        evaluator = self._evaluator
         decisions = []
         for raw in self.api.iter_enrollment_dicts(program):
             decisions.append(evaluator.evaluate(raw))
@@ -222,13 +215,6 @@ class RunService:
                 self.progress("evaluating", len(decisions), 0)
         self.progress("evaluating", len(decisions), len(decisions))
         return decisions
-
-    def _evaluator(self) -> Evaluator:
-        evaluator: Evaluator | None = getattr(self._local, "evaluator", None)
-        if evaluator is None:
-            evaluator = Evaluator(self.policy, self.now, trace=False)
-            self._local.evaluator = evaluator
-        return evaluator
 
     def _find_missing_groups(self, program: str, report: RunReport) -> None:
         wanted = sorted({g for d in report.decisions if d.action is Action.UPDATE for g in d.groups_added})
@@ -358,7 +344,7 @@ class RunService:
         status = fresh.get("status")
         if status not in self.policy.applies_to:
             return f"status changed to {status} since it was listed (a person's decision is kept)"
-        again = self._evaluator().evaluate(fresh)
+        again = self._evaluator.evaluate(fresh)
         patch = again.patch()
         if patch is None or patch.body() != change.body:
             return "the enrollment changed since it was listed; re-planned on the next run"
