@@ -48,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")  # odd data must never crash the output
     parser = build_parser()
     args = parser.parse_args(argv)
+    _configure_logging()
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
@@ -87,6 +88,14 @@ def _run_handler(handler: Callable[[argparse.Namespace], int], args: argparse.Na
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
+
+
+def _configure_logging() -> None:
+    """Warnings (retries, waits) as plain lines on stderr; the library never configures logging."""
+    import logging
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
 def _out(text: str) -> None:
