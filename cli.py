@@ -419,16 +419,17 @@ def _explain_file(args: argparse.Namespace) -> int:
 
 
 def _explain_stored(args: argparse.Namespace) -> int:
-    from engine.bootstrap import open_store
-    from engine.errors import InputError
-    from engine.report import render_stored_decision
+    from engine.bootstrap import explain_stored
+    from engine.report import render_explanation, render_stored_decision
 
-    with open_store(_app_config(args)) as store:
-        record = store.latest_decision(args.stored_id)
-        if record is None:
-            raise InputError(f"no stored decision for enrollment {args.stored_id!r}")
-        version = store.policy_version(record.policy_version_id) if record.policy_version_id else None
-    _out(render_stored_decision(record, version))
+    found = explain_stored(_app_config(args), args.stored_id)
+    _out(render_stored_decision(found.record, found.version))
+    if found.replay is not None:
+        since = "unchanged" if found.facts_unchanged else "CHANGED"
+        _out(f"\nReplayed with the stored policy at the stored time; the facts it reads are {since} since:")
+        _out(render_explanation(found.replay))
+    elif found.note:
+        _out(f"  ({found.note})")
     return EXIT_OK
 
 

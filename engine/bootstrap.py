@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from engine.client import ApiSettings, FlipClient
-from engine.policy import Policy
+from engine.errors import InputError
+from engine.explain import Explanation, explain
+from engine.policy import Policy, load_policy_text
 from engine.service import ProgressCallback, RunReport, RunService, RunSettings
-from engine.store import Store
+from engine.store import DecisionRecord, PolicyVersionRecord, Store
 from engine.store.locks import ProgramLock, acquire_program_lock
 
 LOCK_TTL_S = 300.0
@@ -67,3 +69,37 @@ def run_policy(
             policy, client, store, settings, lock_factory=lock_factory, progress=progress, stop=stop
         )
         return service.run(program_id)
+
+
+@dataclass(frozen=True)
+class StoredExplanation:
+    """An enrollment's latest stored decision, replayed rule by rule when the API is reachable."""
+
+    record: DecisionRecord
+    version: PolicyVersionRecord | None
+    replay: Explanation | None = None
+    facts_unchanged: bool | None = None
+    note: str | None = None
+
+
+def explain_stored(config: AppConfig, enrollment_id: str) -> StoredExplanation:
+    """The latest stored decision of an enrollment, replayed with the stored policy text at the
+    stored evaluation time against the enrollment as the API has it now."""
+    with open_store(config) as store:
+        record = store.latest_decision(enrollment_id)
+        if record is None:
+            raise InputError(f"no stored decision for enrollment {enrollment_id!r}")
+        version = store.policy_version(record.policy_version_id) if record.policy_version_id else None
+    if version is None:
+        return StoredExplanation(record, None, note="the policy text of this decision is not stored")
+    try:
+        settings = api_settings(config)
+    except InputError:
+        note = "set FLIP_API_KEY (and FLIP_API_URL) to replay it rule by rule against the enrollment"
+        return StoredExplanation(record, version, note=note)
+    policy = load_policy_text(version.source_text, f"<stored policy version {version.id}>")
+    with FlipClient(settings) as client:
+        raw = client.get_enrollment_dict(enrollment_id)
+    replay = explain(policy, raw, record.run_now)
+    unchanged = replay.decision.facts_fingerprint == record.decision.facts_fingerprint
+    return StoredExplanation(record, version, replay, unchanged)

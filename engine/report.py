@@ -90,7 +90,7 @@ def render_explanation(explanation: Explanation) -> str:
         lines.append(f"  {rule.kind} {rule.rule_id}: {verdict}")
         for path, value in rule.reads.items():
             note = "  (missing)" if path in rule.missing else ""
-            lines.append(f"      read {path} = {json.dumps(value, default=str)}{note}")
+            lines.append(f"      read {path} = {_clip(json.dumps(value, default=str), 120)}{note}")
         for depth, step in enumerate(rule.decided_by):
             label = "decided by" if depth == 0 else "  because"
             lines.append(
@@ -227,11 +227,6 @@ def render_stored_decision(record: Any, version: Any) -> str:
     for trace in decision.trace:
         mark = "MATCH" if trace.matched else "no match"
         lines.append(f"  {trace.kind} {trace.rule_id}: {mark} {json.dumps(trace.reads, default=str)}")
-    lines.append(
-        f"  change {record.change_state}" + (f": {record.error_message}" if record.error_message else "")
-    )
-    lines.append(
-        "  To replay it rule by rule: autoapprove explain --rules POLICY --input FILE "
-        f"--id {decision.enrollment_id} --now {record.run_now:%Y-%m-%dT%H:%M:%SZ}"
-    )
+    state = "dry run: nothing was sent" if str(record.run_mode) == "dry_run" else str(record.change_state)
+    lines.append(f"  change: {state}" + (f": {record.error_message}" if record.error_message else ""))
     return "\n".join(lines)
