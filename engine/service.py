@@ -126,7 +126,7 @@ class RunService:
         self.progress = progress or (lambda _stage, _done, _total: None)
         self.stop = stop or threading.Event()
         self._lock_factory = lock_factory
-        self._crash = _CrashHook(settings.crash_at)
+        self.crash_point = _CrashHook(settings.crash_at)
         self._lease = _LeaseKeeper(None)
         # Shared by the apply threads: native sessions are per thread inside the engine.
         self._evaluator = Evaluator(policy, self.now, trace=False)
@@ -162,7 +162,7 @@ class RunService:
                 report.recovered = self._reconcile(program, run_id, token)
             report.decisions = self._list_and_evaluate(program)
             self.store.add_decisions(run_id, program, report.decisions, fencing_token=token)
-            self._crash("after_planning")
+            self.crash_point("after_planning")
             self._find_missing_groups(program, report)
             if self.settings.live:
                 self._apply(run_id, report, token)
@@ -228,7 +228,7 @@ class RunService:
         # safety limit stops must not write anything, a new group included.
         for group_id in report.missing_groups:
             _group, created = self.api.ensure_group(program, group_id, group_id)
-            self._crash("after_group_create")
+            self.crash_point("after_group_create")
             if created:
                 report.created_groups.append(group_id)
 
@@ -334,7 +334,7 @@ class RunService:
         if applier.auth_error is not None:
             raise applier.auth_error
 
-    def _stale_reason(self, change: PlannedChangeLike, planned: Decision | None) -> str | None:
+    def stale_reason(self, change: PlannedChangeLike, planned: Decision | None) -> str | None:
         """Why the planned change must not be sent now, or None when it still stands."""
         if not self.settings.recheck:
             return None
@@ -423,7 +423,7 @@ class _Applier:
             self.not_sent.append(change.decision_id)
             return None
         try:
-            stale = self.service._stale_reason(change, self.decisions.get(change.enrollment_id))
+            stale = self.service.stale_reason(change, self.decisions.get(change.enrollment_id))
         except ApiAuthError as exc:
             self.auth_error = exc
             self.not_sent.append(change.decision_id)
@@ -435,7 +435,7 @@ class _Applier:
         return self.patch(change)
 
     def patch(self, change: PlannedChangeLike) -> Outcome:
-        self.service._crash("in_flight")
+        self.service.crash_point("in_flight")
         try:
             self.service.api.update_enrollment(
                 change.enrollment_id, EnrollmentPatch.model_validate(change.body)
@@ -445,7 +445,7 @@ class _Applier:
             return self.failure(change, exc, "failed_retryable", self.http_attempts())
         except ApiError as exc:
             return self.failure(change, exc, _failure_state(exc), self.http_attempts())
-        self.service._crash("after_patch")
+        self.service.crash_point("after_patch")
         return Outcome(change.decision_id, "applied", attempts=self.http_attempts())
 
     def http_attempts(self) -> int | None:
