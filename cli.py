@@ -191,6 +191,8 @@ def _add_run(commands: Any) -> None:
                      help="never send more than R requests per second")  # fmt: skip
     cmd.add_argument("--no-recheck", action="store_true",
                      help="skip re-reading each enrollment before a change (faster, less safe)")  # fmt: skip
+    cmd.add_argument("--lock-ttl", type=_positive_float, default=300.0, metavar="S",
+                     help="SQLite lease of the program lock in seconds (default 300)")  # fmt: skip
     cmd.add_argument("--crash-at", help=argparse.SUPPRESS)  # test hook: hard exit at a named step
     _add_now(cmd)
     _add_db_option(cmd)
@@ -534,6 +536,7 @@ def _app_config(args: argparse.Namespace) -> Any:
         db_url=getattr(args, "db", None),
         secrets_file=Path(key_file) if key_file else None,
         api_overrides=overrides,
+        lock_ttl_s=getattr(args, "lock_ttl", 300.0),
     )
 
 

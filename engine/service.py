@@ -75,6 +75,10 @@ class _LeaseKeeper:
     """Renews the program lock's lease well before it expires during a long run."""
 
     def __init__(self, lock: Any, every_s: float = 60.0) -> None:
+        expires_at = getattr(lock, "expires_at", None)
+        if isinstance(expires_at, datetime):  # renew well before a short lease runs out
+            remaining = (expires_at - datetime.now(UTC)).total_seconds()
+            every_s = min(every_s, max(remaining / 3, 0.1))
         self.lock = lock
         self.every_s = every_s
         self.last = time.monotonic()
