@@ -499,6 +499,7 @@ def _run_online(args: argparse.Namespace, policy: Policy) -> int:
 
 def _run_once(args: argparse.Namespace, policy: Policy, stop: Any) -> int:
     from engine.bootstrap import run_policy
+    from engine.report import render_run_footer
     from engine.service import RunSettings
 
     settings = RunSettings(
@@ -513,14 +514,8 @@ def _run_once(args: argparse.Namespace, policy: Policy, stop: Any) -> int:
         policy, _app_config(args), settings, program_id=args.program, progress=_Progress(), stop=stop
     )
     _out(_render(report.decisions, policy, args.format, show_unchanged=args.all))
-    _err(_run_footer(report))
+    _err(render_run_footer(report))
     return EXIT_FAILED if report.failed else EXIT_OK
-
-
-def _run_footer(report: Any) -> str:
-    from engine.report import render_run_footer
-
-    return render_run_footer(report)
 
 
 def _app_config(args: argparse.Namespace) -> Any:
@@ -625,6 +620,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from engine.bootstrap import AppConfig, run_policy
     from engine.policy import load_policy
+    from engine.report import render_run_footer
     from engine.service import RunSettings
     from engine.simulator import Simulator, SimulatorConfig
 
@@ -640,9 +636,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _out(_render(report.decisions, policy, args.format))
         if args.live:
             live = run_policy(policy, app, RunSettings(live=True, now=args.now), progress=_Progress())
-            _err(_run_footer(live))
+            _err(render_run_footer(live))
         else:
-            _err(_run_footer(report))
+            _err(render_run_footer(report))
     return EXIT_OK
 
 

@@ -20,7 +20,7 @@ Third-party errors are wrapped with ``raise ... from exc``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -79,17 +79,6 @@ class EvaluationError(AutoapproveError):
         self.rule_id = rule_id
         self.enrollment_id = enrollment_id
         super().__init__(message)
-
-
-@dataclass
-class ApiErrorDetail:
-    """The API's documented error body, kept as data."""
-
-    code: str | None = None
-    message: str | None = None
-    status_code: int | None = None
-    detail: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[dict[str, Any]] = field(default_factory=list)
 
 
 class ApiError(AutoapproveError):

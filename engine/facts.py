@@ -29,8 +29,6 @@ FALSE_WORDS = frozenset({"false", "no", "n", "0", "off"})
 _MAX_INT = 2**53  # beyond this a number is not exact in JSON (and our JsonLogic library)
 NUMBER_TYPES = frozenset({"number", "integer", "int", "float", "decimal"})
 
-# Fact names at the top level that are ours, not the API's.
-DERIVED_ROOTS = ("program", "totals", "now")
 ENROLLMENT_KEYS = (
     "id", "status", "status_reason", "created_at", "updated_at", "enrolled_at",
     "unenrolled_at", "devices", "program_specific_attributes", "site",
@@ -299,14 +297,6 @@ def _is_number(value: Any) -> bool:
     if isinstance(value, int):
         return -_MAX_INT <= value <= _MAX_INT
     return isinstance(value, float) and math.isfinite(value)
-
-
-_UNIT_SUFFIXES = ("_wh", "_kwh", "_w", "_kw", "_v", "_a", "_percentage", "_pct", "_count", "_level")
-
-
-def _meant_as_number(key: str, value: str) -> bool:
-    """A text value where a number belongs: numeric text, or a key named with a unit."""
-    return _to_number(value) is not None or key.lower().endswith(_UNIT_SUFFIXES)
 
 
 def fingerprint(raw: dict[str, Any], plan: FactsPlan) -> str:

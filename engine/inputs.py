@@ -8,8 +8,6 @@ from typing import Any
 
 from engine.errors import InputError
 
-MAX_INPUT_BYTES = 2_000_000_000
-
 
 def read_enrollments_file(path: Path) -> list[Any]:
     """Enrollments from a JSON file: a list, or the API's ``{"enrollments": [...]}`` answer.

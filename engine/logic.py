@@ -334,12 +334,6 @@ class LogicEngine:
         except datalogic_py.DataLogicError as exc:
             raise EvaluationError(_describe(exc)) from exc
 
-    def trace(self, condition: Condition, data: Any) -> dict[str, Any]:
-        """The library's step-by-step trace of one evaluation (for ``explain``)."""
-        envelope = self._engine.evaluate_with_trace(json.dumps(condition.normalized), json.dumps(data))
-        result: dict[str, Any] = json.loads(envelope)
-        return result
-
     def truthy(self, value: Any) -> bool:
         """JsonLogic truthiness (``[]``, ``0``, ``""``, ``null`` and ``"0"``-free rules)."""
         return bool(self._engine.truthy(json.dumps(value)))

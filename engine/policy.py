@@ -31,7 +31,7 @@ from engine.logic import (
     is_operation,
     operands,
     pointer_path,
-    var_reads,
+    root_paths,
 )
 from engine.models import EnrollmentStatus, GroupId
 from engine.yamlsafe import KEY_MARKER, MAX_YAML_BYTES, LoadedYaml, YamlPath, load_yaml
@@ -349,11 +349,11 @@ class _Compiler:
         reads: dict[str, None] = {}
         for rule in rules:
             reads.update(dict.fromkeys(rule.condition.reads))
-            reads.update(dict.fromkeys(_template_roots(rule.reason)))
+            reads.update(dict.fromkeys(rule.reason.paths))
         for group in groups:
-            reads.update(dict.fromkeys(p for p in _roots(group.source) if not p.startswith("decision")))
+            reads.update(dict.fromkeys(p for p in root_paths(group.source) if not p.startswith("decision")))
         if default_reason:
-            reads.update(dict.fromkeys(_template_roots(default_reason)))
+            reads.update(dict.fromkeys(default_reason.paths))
         return Policy(
             document=self.document,
             source=self.source,
@@ -413,7 +413,7 @@ class _Compiler:
             expanded = self._expand(group.when, path)
             if expanded is None:
                 continue
-            reads_decision = any(p.startswith("decision") for p in _roots(expanded))
+            reads_decision = any(p.startswith("decision") for p in root_paths(expanded))
             entry = CompiledGroupRule(
                 group.id, group.description, expanded, tuple(group.add), tuple(group.remove), reads_decision
             )
@@ -508,16 +508,3 @@ def _count_nodes(node: Any) -> int:
     if isinstance(node, dict):
         return 1 + sum(_count_nodes(value) for value in node.values())
     return 1
-
-
-def _roots(condition: Any) -> list[str]:
-    found: dict[str, None] = {}
-    for read in var_reads(condition):
-        root = read.path if read.scope is None else read.scope.split("[]")[0]
-        if root and root != "?":
-            found.setdefault(root, None)
-    return list(found)
-
-
-def _template_roots(template: ReasonTemplate) -> list[str]:
-    return template.paths

@@ -27,10 +27,10 @@ from engine.errors import ApiAuthError, ApiError, ApiRetryableError, Autoapprove
 from engine.evaluator import Evaluator
 from engine.models import EnrollmentPatch
 from engine.policy import Policy
-from engine.ports import DecisionStore, FlipApi, Outcome, PlannedChangeLike
+from engine.ports import DecisionStore, FlipApi, Outcome, PlannedChangeLike, ProgramLockLike
 
 ProgressCallback = Callable[[str, int, int], None]
-LockFactory = Callable[[str, str], AbstractContextManager[Any]]
+LockFactory = Callable[[str, str], AbstractContextManager[ProgramLockLike]]
 
 
 def default_holder() -> str:
@@ -144,7 +144,7 @@ class RunService:
         with self._lock_factory(program, self.settings.holder) as lock:
             return self._run(program, lock)
 
-    def _run(self, program: str, lock: Any) -> RunReport:
+    def _run(self, program: str, lock: ProgramLockLike | None) -> RunReport:
         self._lease = _LeaseKeeper(lock)
         token = lock.fencing_token if lock is not None else None
         version_id = self.store.save_policy_version(

@@ -288,16 +288,7 @@ def api_error_locations(error: ApiError) -> list[Any]:
     The API's messages may quote what was sent or stored, personal data included, so the
     store keeps the locations only.
     """
-    locations: list[Any] = []
-    for item in error.detail:
-        loc = item.get("loc") if isinstance(item, Mapping) else None
-        if isinstance(loc, list):
-            locations.append([part if isinstance(part, int) else str(part) for part in loc])
-    for item in error.errors:
-        path = item.get("path") if isinstance(item, Mapping) else None
-        if path is not None:
-            locations.append(str(path))
-    return locations
+    return error.locations()
 
 
 def _clean_locations(locations: Sequence[Any] | None) -> list[Any] | None:
