@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,8 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from postgres_databases import fresh_postgres_database
 
 from engine.client import ApiSettings, FlipClient, Secret
 from engine.generator import CA_EV_PROGRAM, TX_BATTERY_PROGRAM
@@ -38,7 +36,6 @@ NOW_ARG = "2026-11-25T00:00:00Z"
 SEED = 11
 TX_COUNT = 90
 CA_COUNT = 60
-PG_ENV = "AUTOAPPROVE_TEST_POSTGRES_URL"
 # Scripted "timeout" faults hang this long; the clients of the timeout tests give up sooner.
 HANG_S = 1.0
 
@@ -124,25 +121,6 @@ def client(make_client: Callable[..., FlipClient]) -> FlipClient:
 # --- stores ---------------------------------------------------------------------------------
 
 
-@contextmanager
-def fresh_postgres_database() -> Iterator[str]:
-    """A new, empty PostgreSQL database for one test, dropped afterwards; yields its URL."""
-    base = os.environ.get(PG_ENV)
-    if not base:
-        pytest.skip(f"{PG_ENV} is not set: PostgreSQL tests skipped")
-    admin_url = make_url(base)
-    name = f"autoapprove_pipeline_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        yield admin_url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 @pytest.fixture
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database URL: SQLite in ``tmp_path`` by default; a fresh PostgreSQL database when
@@ -151,7 +129,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.db'}"
         return
-    with fresh_postgres_database() as url:
+    with fresh_postgres_database("pipeline") as url:
         yield url
 
 

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, func, select, text, update
-from sqlalchemy.engine import make_url
+from postgres_databases import fresh_postgres_database
+from sqlalchemy import func, select, update
 
 from engine.bootstrap import AppConfig, run_policy
 from engine.decision import Action, Decision
@@ -48,7 +48,6 @@ TX_RULES = REPO_ROOT / "rules" / "tx_residential_battery.yaml"
 PROGRAM = TX_BATTERY_PROGRAM
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 NOW_ARG = "2026-11-25T00:00:00Z"
-PG_ENV = "AUTOAPPROVE_TEST_POSTGRES_URL"
 CRASH_EXIT = 137
 EXIT_LOCKED = 4
 NEW_GROUP = "WINTER_PILOT_2026"
@@ -131,29 +130,6 @@ def make_simulator() -> Iterator[Callable[..., CountingSimulator]]:
 # --- databases --------------------------------------------------------------------------------
 
 
-def postgres_admin_url() -> str:
-    url = os.environ.get(PG_ENV)
-    if not url:
-        pytest.skip(f"{PG_ENV} is not set: PostgreSQL safety tests skipped")
-    return url
-
-
-@contextmanager
-def fresh_postgres_database() -> Iterator[str]:
-    """A new, empty PostgreSQL database, dropped afterwards (sessions included); its URL."""
-    admin_url = make_url(postgres_admin_url())
-    name = f"autoapprove_safety_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        yield admin_url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 @pytest.fixture
 def make_db_url(tmp_path: Path) -> Iterator[Callable[[str], str]]:
     """``make_db_url("sqlite")`` or ``make_db_url("postgresql")``: a fresh, empty store URL."""
@@ -162,7 +138,7 @@ def make_db_url(tmp_path: Path) -> Iterator[Callable[[str], str]]:
         def make(backend: str) -> str:
             if backend == "sqlite":
                 return f"sqlite:///{tmp_path / f'store_{uuid.uuid4().hex[:8]}.db'}"
-            return stack.enter_context(fresh_postgres_database())
+            return stack.enter_context(fresh_postgres_database("safety"))
 
         yield make
 

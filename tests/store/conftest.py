@@ -7,22 +7,18 @@ dropped after). Without it they are skipped with that reason.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
+from postgres_databases import fresh_postgres_database
+from sqlalchemy import Engine
 
 from engine.decision import Action, Decision, RuleTrace
-from engine.store import Store, create_engine_for_url, resolve_db_url
+from engine.store import Store, create_engine_for_url
 
-PG_URL_ENV = "AUTOAPPROVE_TEST_POSTGRES_URL"
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 
 
@@ -65,22 +61,8 @@ def sqlite_engine(sqlite_url: str) -> Iterator[Engine]:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database, dropped after the test."""
-    base = os.environ.get(PG_URL_ENV)
-    if not base:
-        pytest.skip(f"{PG_URL_ENV} is not set: PostgreSQL store tests skipped")
-    server = make_url(resolve_db_url(base))
-    name = f"autoapprove_store_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield server.set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    with fresh_postgres_database("store") as url:
+        yield url
 
 
 @pytest.fixture
