@@ -434,9 +434,6 @@ class _Compiler:
         for operator, pointer in self.engine.unknown_operators(expanded):
             where = pointer_path(pointer)
             self.error((*path, *where), f"{'.'.join(map(str, path))}: unknown operator {operator!r}")
-        if _count_nodes(expanded) > MAX_CONDITION_NODES:
-            self.error(path, f"condition has more than {MAX_CONDITION_NODES} parts")
-            return None
         if self.problems:
             return None
         try:
@@ -482,7 +479,7 @@ def _expand_refs(
     budget = [MAX_CONDITION_NODES] if budget is None else budget
     budget[0] -= 1
     if budget[0] < 0:
-        raise _RefError(f"condition too large: more than {MAX_CONDITION_NODES} parts once refs are expanded")
+        raise _RefError(f"condition too large: more than {MAX_CONDITION_NODES} parts (refs expanded)")
     if isinstance(node, list):
         return [_expand_refs(item, definitions, stack, budget) for item in node]
     if not is_operation(node):
@@ -500,11 +497,3 @@ def _expand_refs(
             raise _RefError(f"refs nested too deep (more than {MAX_REF_DEPTH}): {chain} -> ...")
         return _expand_refs(definitions[name], definitions, (*stack, name), budget)
     return {operator: _expand_refs(node[operator], definitions, stack, budget)}
-
-
-def _count_nodes(node: Any) -> int:
-    if isinstance(node, list):
-        return 1 + sum(_count_nodes(item) for item in node)
-    if isinstance(node, dict):
-        return 1 + sum(_count_nodes(value) for value in node.values())
-    return 1
