@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.decision import Decision
-    from engine.policy import Policy
+    from engine.policy.decision import Decision
+    from engine.policy.document import Policy
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -343,8 +343,8 @@ def _policy_files(paths: list[Path]) -> list[Path]:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from engine.errors import PolicyError
-    from engine.lint import lint_policy
-    from engine.policy import load_policy
+    from engine.policy.document import load_policy
+    from engine.policy.lint import lint_policy
 
     files = _policy_files(args.paths)
     errors = warnings = 0
@@ -368,8 +368,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_test(args: argparse.Namespace) -> int:
     from engine.errors import PolicyError
-    from engine.policytest import find_test_files, run_test_file
-    from engine.report import render_test_results
+    from engine.policy.testfile import find_test_files, run_test_file
+    from engine.render.text import render_test_results
 
     files = find_test_files(list(args.paths) or [DEFAULT_RULES_DIR])
     if not files:
@@ -401,10 +401,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def _explain_file(args: argparse.Namespace) -> int:
     from engine.errors import InputError
-    from engine.explain import explain
-    from engine.inputs import read_enrollments_file
-    from engine.policy import load_policy
-    from engine.report import render_explanation
+    from engine.flip.files import read_enrollments_file
+    from engine.policy.document import load_policy
+    from engine.policy.explain import explain
+    from engine.render.text import render_explanation
 
     policy = load_policy(args.rules)
     enrollments = read_enrollments_file(args.input)
@@ -422,7 +422,7 @@ def _explain_file(args: argparse.Namespace) -> int:
 
 def _explain_stored(args: argparse.Namespace) -> int:
     from engine.bootstrap import explain_stored
-    from engine.report import render_explanation, render_stored_decision
+    from engine.render.text import render_explanation, render_stored_decision
 
     found = explain_stored(_app_config(args), args.stored_id)
     _out(render_stored_decision(found.record, found.version))
@@ -437,7 +437,7 @@ def _explain_stored(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from engine.errors import InputError
-    from engine.policy import load_policy
+    from engine.policy.document import load_policy
 
     policy = load_policy(args.rules)
     if args.input is not None:
@@ -451,8 +451,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_offline(args: argparse.Namespace, policy: Policy) -> int:
-    from engine.evaluator import Evaluator
-    from engine.inputs import read_enrollments_file
+    from engine.flip.files import read_enrollments_file
+    from engine.policy.evaluator import Evaluator
 
     enrollments = read_enrollments_file(args.input)
     evaluator = Evaluator(policy, args.now or _utc_now())
@@ -499,8 +499,8 @@ def _run_online(args: argparse.Namespace, policy: Policy) -> int:
 
 def _run_once(args: argparse.Namespace, policy: Policy, stop: Any) -> int:
     from engine.bootstrap import run_policy
-    from engine.report import render_run_footer
-    from engine.service import RunSettings
+    from engine.render.text import render_run_footer
+    from engine.runs.service import RunSettings
 
     settings = RunSettings(
         live=args.live,
@@ -559,7 +559,7 @@ class _Progress:
 
 
 def _render(decisions: list[Decision], policy: Policy, fmt: str, *, show_unchanged: bool = False) -> str:
-    from engine.report import render_csv, render_json, render_table
+    from engine.render.text import render_csv, render_json, render_table
 
     if fmt == "json":
         return render_json(decisions)
@@ -571,14 +571,14 @@ def _render(decisions: list[Decision], policy: Policy, fmt: str, *, show_unchang
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from engine.policy import policy_json_schema
+    from engine.policy.document import policy_json_schema
 
     _out(json.dumps(policy_json_schema(), indent=2))
     return EXIT_OK
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    from engine.simulator import FaultConfig, SimulatorConfig, SimulatorInfo, serve
+    from engine.sandbox.simulator import FaultConfig, SimulatorConfig, SimulatorInfo, serve
 
     config = SimulatorConfig(
         port=args.port,
@@ -604,7 +604,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 def _example_programs(count: int) -> dict[str, int]:
     """One simulated program per example policy in rules/ (same program_id)."""
     from engine.errors import PolicyError
-    from engine.policy import load_policy
+    from engine.policy.document import load_policy
 
     programs: dict[str, int] = {}
     for path in _policy_files([DEFAULT_RULES_DIR]) if DEFAULT_RULES_DIR.is_dir() else []:
@@ -619,10 +619,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import tempfile
 
     from engine.bootstrap import AppConfig, run_policy
-    from engine.policy import load_policy
-    from engine.report import render_run_footer
-    from engine.service import RunSettings
-    from engine.simulator import Simulator, SimulatorConfig
+    from engine.policy.document import load_policy
+    from engine.render.text import render_run_footer
+    from engine.runs.service import RunSettings
+    from engine.sandbox.simulator import Simulator, SimulatorConfig
 
     policy = load_policy(args.rules)
     config = SimulatorConfig(programs={policy.program_id: args.enrollments}, seed=0)
@@ -644,7 +644,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from engine.bootstrap import open_store
-    from engine.report import render_runs
+    from engine.render.text import render_runs
 
     with open_store(_app_config(args)) as store:
         runs = store.list_runs(args.program, limit=args.limit)
@@ -655,7 +655,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_history(args: argparse.Namespace) -> int:
     from engine.bootstrap import open_store
     from engine.errors import InputError
-    from engine.report import render_history
+    from engine.render.text import render_history
 
     with open_store(_app_config(args)) as store:
         records = store.history(args.enrollment_id)

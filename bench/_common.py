@@ -1,7 +1,7 @@
 """Shared pieces of the benchmarks: fixed inputs, machine description, timing, first-match driver.
 
 Everything here is deterministic for a given ``(records, seed)``: the records come from
-``engine.generator`` with a fixed program and a fixed ``now``.
+``engine.sandbox.generator`` with a fixed program and a fixed ``now``.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ REPO = BENCH_DIR.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from engine.facts import FactsBuilder  # noqa: E402
-from engine.generator import generate_enrollments  # noqa: E402
-from engine.logic import normalize  # noqa: E402
-from engine.policy import Policy, load_policy, substitute_decision  # noqa: E402
+from engine.policy.document import Policy, load_policy, substitute_decision  # noqa: E402
+from engine.policy.facts import FactsBuilder  # noqa: E402
+from engine.policy.logic import normalize  # noqa: E402
+from engine.sandbox.generator import generate_enrollments  # noqa: E402
 
 PROGRAM_ID = "prog-tx-residential-battery"
 NOW = datetime(2026, 11, 25, tzinfo=UTC)

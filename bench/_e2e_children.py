@@ -21,7 +21,7 @@ NOW = datetime(2026, 11, 25, tzinfo=UTC)
 
 
 def server(count: int, latency: float) -> None:
-    from engine.simulator import FaultConfig, SimulatorConfig, serve
+    from engine.sandbox.simulator import FaultConfig, SimulatorConfig, serve
 
     config = SimulatorConfig(
         api_key=KEY, programs={PROGRAM: count}, seed=7, now=NOW, faults=FaultConfig(latency_s=latency)
@@ -47,9 +47,9 @@ def floor(url: str) -> None:
 def run(url: str, db: str, live: bool, concurrency: int, recheck: bool) -> None:
     started = time.perf_counter()
     from engine.bootstrap import AppConfig, run_policy
-    from engine.policy import load_policy
-    from engine.report import render_summary
-    from engine.service import RunSettings
+    from engine.policy.document import load_policy
+    from engine.render.text import render_summary
+    from engine.runs.service import RunSettings
 
     policy = load_policy(POLICY)
     config = AppConfig(environ={"FLIP_API_URL": url, "FLIP_API_KEY": KEY}, db_url=db)

@@ -393,8 +393,8 @@ def child_main(lib: str, records: int, repeat: int, seed: int, clock: str) -> No
 
     import datalogic_py
 
-    from engine.evaluator import Evaluator
-    from engine.facts import FactsBuilder
+    from engine.policy.evaluator import Evaluator
+    from engine.policy.facts import FactsBuilder
 
     def check(condition: Any, facts: Any) -> bool:
         return truthy(apply(condition, facts))
@@ -496,8 +496,8 @@ def disagreements(reference: list[Outcome], other: list[Any], limit: int = 4) ->
 
 def fact_projection(policy: Any) -> Any:
     """A function keeping only the facts the policy's conditions read (None: cannot tell)."""
-    from engine.logic import var_reads
-    from engine.policy import substitute_decision
+    from engine.policy.document import substitute_decision
+    from engine.policy.logic import var_reads
 
     conditions = [rule.condition.source for rule in policy.rules]
     conditions += [substitute_decision(g.source, {"status": None, "rule_id": None}) for g in policy.groups]
@@ -543,9 +543,9 @@ def lean_evaluator(policy: Any) -> Any:
     """
     import datalogic_py
 
-    from engine.decision import Action, Decision
-    from engine.facts import FactsBuilder
-    from engine.logic import default_engine, lookup
+    from engine.policy.decision import Action, Decision
+    from engine.policy.facts import FactsBuilder
+    from engine.policy.logic import default_engine, lookup
 
     engine = default_engine()
     truthy = engine._engine.session().evaluate_truthy  # the native session (private: a sketch)
@@ -643,7 +643,7 @@ def many_decider(policy: Any, plain: Any, session: Any) -> Any:
         key = (status, rule_id)
         entry = compiled_groups.get(key)
         if entry is None:
-            from engine.logic import normalize
+            from engine.policy.logic import normalize
 
             found = groups.for_outcome(status, rule_id)
             entry = ([compile_(normalize(c)) for c, _, _ in found], [(a, r) for _, a, r in found])
@@ -727,9 +727,9 @@ def bench(args: argparse.Namespace, points: list[str], out: Tee) -> None:
     import datalogic_py
 
     from engine import facts as facts_module
-    from engine.evaluator import Evaluator
-    from engine.facts import FactsBuilder
-    from engine.logic import default_engine, evaluate_logic
+    from engine.policy.evaluator import Evaluator
+    from engine.policy.facts import FactsBuilder
+    from engine.policy.logic import default_engine, evaluate_logic
 
     out(common.machine_line())
     out(
@@ -885,7 +885,7 @@ def bench(args: argparse.Namespace, points: list[str], out: Tee) -> None:
                 except Exception:
                     continue
 
-        from engine.evaluator import facts_plan
+        from engine.policy.evaluator import facts_plan
 
         plan = facts_plan(policy)  # the engine fingerprints the raw inputs its facts come from
         fingerprinted = [*plan.site_keys, *plan.top_keys, "devices", "program_specific_attributes"]
@@ -1059,7 +1059,7 @@ def bench(args: argparse.Namespace, points: list[str], out: Tee) -> None:
 def profile(raws: list[dict[str, Any]], policy: Any, out: Tee, top: int = 30) -> None:
     from pyinstrument import Profiler
 
-    from engine.evaluator import Evaluator
+    from engine.policy.evaluator import Evaluator
 
     evaluator = Evaluator(policy, NOW, trace=False)
     profiler = Profiler(interval=0.0002)

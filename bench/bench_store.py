@@ -5,7 +5,7 @@
     .venv/bin/python bench/bench_store.py --count 20000 --profile      # plus a cProfile of one call
     .venv/bin/python bench/bench_store.py --breakdown                  # Python's share vs the database's
 
-The decisions are real ones: ``engine.generator`` enrollments (seed 7) evaluated against
+The decisions are real ones: ``engine.sandbox.generator`` enrollments (seed 7) evaluated against
 ``rules/tx_residential_battery.yaml`` with ``trace=False``, as a dry run makes them (about
 half ``update`` with a PATCH body, a few with warnings, empty traces). They are built once,
 before any timing.
@@ -46,10 +46,10 @@ from sqlalchemy.pool import NullPool
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.decision import Decision  # noqa: E402
-from engine.evaluator import Evaluator  # noqa: E402
-from engine.generator import generate_enrollments  # noqa: E402
-from engine.policy import load_policy  # noqa: E402
+from engine.policy.decision import Decision  # noqa: E402
+from engine.policy.document import load_policy  # noqa: E402
+from engine.policy.evaluator import Evaluator  # noqa: E402
+from engine.sandbox.generator import generate_enrollments  # noqa: E402
 from engine.store import Store, resolve_db_url  # noqa: E402
 
 POLICY = ROOT / "rules" / "tx_residential_battery.yaml"

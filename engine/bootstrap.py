@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.client import ApiSettings, FlipClient
 from engine.errors import InputError
-from engine.explain import Explanation, explain
-from engine.policy import Policy, load_policy_text
-from engine.service import ProgressCallback, RunReport, RunService, RunSettings
+from engine.flip.client import ApiSettings, FlipClient
+from engine.policy.document import Policy, load_policy_text
+from engine.policy.explain import Explanation, explain
+from engine.runs.service import ProgressCallback, RunReport, RunService, RunSettings
 from engine.store import DecisionRecord, PolicyVersionRecord, Store
 from engine.store.locks import ProgramLock, acquire_program_lock
 

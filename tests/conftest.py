@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from engine.policy import Policy, load_policy
+from engine.policy.document import Policy, load_policy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 import cli
-from engine.policy import policy_json_schema
-from engine.policytest import run_test_file
+from engine.policy.document import policy_json_schema
+from engine.policy.testfile import run_test_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RULES = REPO_ROOT / "rules"

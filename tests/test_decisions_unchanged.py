@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.evaluator import Evaluator
-from engine.generator import generate_enrollments
-from engine.policy import load_policy
+from engine.policy.document import load_policy
+from engine.policy.evaluator import Evaluator
+from engine.sandbox.generator import generate_enrollments
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 25, tzinfo=UTC)

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from engine.decision import Action, Decision, RuleTrace
-from engine.evaluator import Evaluator
-from engine.models import EnrollmentStatus
-from engine.policy import Policy, load_policy_text
+from engine.flip.models import EnrollmentStatus
+from engine.policy.decision import Action, Decision, RuleTrace
+from engine.policy.document import Policy, load_policy_text
+from engine.policy.evaluator import Evaluator
 
 
 def rule(rule_id: str, when: Any, status: str = "ACTIVE", reason: str = "because") -> dict[str, Any]:

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from engine.decision import Action
-from engine.evaluator import Evaluator
-from engine.explain import Step, explain
-from engine.policy import Policy, load_policy_text
-from engine.report import render_explanation
+from engine.policy.decision import Action
+from engine.policy.document import Policy, load_policy_text
+from engine.policy.evaluator import Evaluator
+from engine.policy.explain import Step, explain
+from engine.render.text import render_explanation
 
 POLICY = {
     "program_id": "p",

@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from engine.facts import (
+from engine.policy.facts import (
     FactsBuilder,
     convert_attribute,
     device_totals,
     group_ids_of,
     program_attributes,
 )
-from engine.logic import lookup
+from engine.policy.logic import lookup
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from engine.errors import Problem
-from engine.lint import lint_policy
-from engine.policy import load_policy, load_policy_text
+from engine.policy.document import load_policy, load_policy_text
+from engine.policy.lint import lint_policy
 
 HEADER = "program_id: p\napplies_to: [SUBMITTED]\nrules:\n"
 

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from engine.models import (
+from engine.flip.models import (
     ApiErrorBody,
     Device,
     Enrollment,

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pytest
 
 from engine.errors import PolicyError
-from engine.logic import ALLOWED_OPERATORS
-from engine.policy import Policy, ReasonTemplate, load_policy_text, policy_json_schema
+from engine.policy.document import Policy, ReasonTemplate, load_policy_text, policy_json_schema
+from engine.policy.logic import ALLOWED_OPERATORS
 
 BASE_LINES = [
     "program_id: prog-test",  # 1

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from engine.decision import Action, Decision
 from engine.errors import PolicyError
-from engine.policytest import (
+from engine.policy.decision import Action, Decision
+from engine.policy.testfile import (
     Expectation,
     Mismatch,
     compare,
@@ -18,7 +18,7 @@ from engine.policytest import (
     find_test_files,
     run_test_file,
 )
-from engine.report import render_test_results
+from engine.render.text import render_test_results
 
 RULES = Path(__file__).resolve().parent.parent / "rules"
 TEST_FILES = sorted(RULES.glob("*.test.yaml"))

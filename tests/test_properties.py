@@ -17,13 +17,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.decision import Action, Decision
 from engine.errors import PolicyError
-from engine.evaluator import Evaluator
-from engine.logic import ALLOWED_OPERATORS
-from engine.models import EnrollmentStatus
-from engine.policy import Policy, load_policy, load_policy_text
-from engine.yamlsafe import load_yaml
+from engine.flip.models import EnrollmentStatus
+from engine.policy.decision import Action, Decision
+from engine.policy.document import Policy, load_policy, load_policy_text
+from engine.policy.evaluator import Evaluator
+from engine.policy.logic import ALLOWED_OPERATORS
+from engine.policy.yamlsafe import load_yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 25, tzinfo=UTC)

@@ -76,8 +76,8 @@ def test_evaluation_errors_are_ours() -> None:
 
 def test_importing_the_engine_builds_nothing() -> None:
     code = (
-        "import sys, engine, engine.logic, engine.policy, engine.evaluator;"
-        "import engine.logic as logic;"
+        "import sys, engine, engine.policy.logic, engine.policy.document, engine.policy.evaluator;"
+        "import engine.policy.logic as logic;"
         "print(len(logic._DEFAULT_ENGINE), 'httpx' in sys.modules, 'sqlalchemy' in sys.modules)"
     )
     result = subprocess.run(
@@ -88,7 +88,14 @@ def test_importing_the_engine_builds_nothing() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["engine.logic", "engine.policy", "engine.facts", "engine.evaluator", "engine.lint", "engine.explain"],
+    [
+        "engine.policy.logic",
+        "engine.policy.document",
+        "engine.policy.facts",
+        "engine.policy.evaluator",
+        "engine.policy.lint",
+        "engine.policy.explain",
+    ],
 )
 def test_policy_engine_modules_import(module: str) -> None:
     assert importlib.import_module(module).__doc__

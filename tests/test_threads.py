@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from engine.evaluator import Evaluator
-from engine.generator import generate_enrollments
-from engine.policy import load_policy
+from engine.policy.document import load_policy
+from engine.policy.evaluator import Evaluator
+from engine.sandbox.generator import generate_enrollments
 
 POLICY = Path(__file__).resolve().parent.parent / "rules" / "tx_residential_battery.yaml"
 NOW = datetime(2026, 11, 25, tzinfo=UTC)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from engine.errors import PolicyError
-from engine.policy import load_policy, load_policy_text
-from engine.yamlsafe import KEY_MARKER, MAX_YAML_BYTES, MAX_YAML_DEPTH, load_yaml
+from engine.policy.document import load_policy, load_policy_text
+from engine.policy.yamlsafe import KEY_MARKER, MAX_YAML_BYTES, MAX_YAML_DEPTH, load_yaml
 
 QUICK_SECONDS = 2.0
 

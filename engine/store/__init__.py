@@ -14,8 +14,8 @@ Nothing here touches a database at import time: build an engine with
             store.finish_run(run_id, "completed", counts)
 """
 
-from engine.migrations import current_revision, head_revision, upgrade
 from engine.store.locks import Clock, ProgramLock, acquire_program_lock, utc_now
+from engine.store.migrations import current_revision, head_revision, upgrade
 from engine.store.repository import (
     BATCH_SIZE,
     DB_URL_ENV,

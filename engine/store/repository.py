@@ -47,11 +47,10 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from engine.decision import Action, Decision, RuleTrace
 from engine.errors import ApiError, StoreError
-from engine.migrations import upgrade
-from engine.models import EnrollmentStatus
-from engine.ports import Outcome
+from engine.flip.models import EnrollmentStatus
+from engine.policy.decision import Action, Decision, RuleTrace
+from engine.runs.ports import Outcome
 from engine.store.locks import (
     Clock,
     check_fencing_token,
@@ -59,6 +58,7 @@ from engine.store.locks import (
     utc_now,
     write_transaction,
 )
+from engine.store.migrations import upgrade
 from engine.store.schema import (
     ChangeState,
     DecisionRow,

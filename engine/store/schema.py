@@ -7,7 +7,7 @@ the outbox of live runs) and ``program_locks`` (the lease that keeps one run per
 Personal data (names, email, street address) is never stored: a ``Decision`` does not carry
 it, and no column is made for it. API error locations keep the ``loc``/``path`` only.
 
-The Alembic revisions in ``engine/migrations/versions`` create exactly this schema; a test
+The Alembic revisions in ``engine/store/migrations/versions`` create exactly this schema; a test
 compares the two.
 """
 

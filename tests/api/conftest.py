@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from engine.client import ApiSettings, FlipClient, Secret
-from engine.generator import CA_EV_PROGRAM, TX_BATTERY_PROGRAM
-from engine.simulator import Simulator, SimulatorConfig
+from engine.flip.client import ApiSettings, FlipClient, Secret
+from engine.sandbox.generator import CA_EV_PROGRAM, TX_BATTERY_PROGRAM
+from engine.sandbox.simulator import Simulator, SimulatorConfig
 
 SIM_NOW = datetime(2026, 11, 25, tzinfo=UTC)
 SIM_PROGRAMS = {TX_BATTERY_PROGRAM: 50, CA_EV_PROGRAM: 50}

@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from engine.client import DEFAULT_BASE_URL, ApiSettings, FlipClient, Secret
 from engine.errors import ApiAuthError, ApiError, ApiResponseError, ApiRetryableError, InputError
-from engine.generator import CA_EV_PROGRAM, TX_BATTERY_PROGRAM
-from engine.models import Enrollment, EnrollmentPatch, EnrollmentStatus, Group, GroupCreate
-from engine.simulator import Simulator
+from engine.flip.client import DEFAULT_BASE_URL, ApiSettings, FlipClient, Secret
+from engine.flip.models import Enrollment, EnrollmentPatch, EnrollmentStatus, Group, GroupCreate
+from engine.sandbox.generator import CA_EV_PROGRAM, TX_BATTERY_PROGRAM
+from engine.sandbox.simulator import Simulator
 
 from .conftest import FakeTime, client_settings, sim_config
 
@@ -340,7 +340,7 @@ def test_retries_are_logged_without_the_key(
     with FlipClient(settings, sleep=fake_time.sleep, clock=fake_time.monotonic) as client:
         caplog.set_level(logging.DEBUG)
         client.list_groups(CA_EV_PROGRAM)
-    retries = [r for r in caplog.records if r.name == "engine.client"]
+    retries = [r for r in caplog.records if r.name == "engine.flip.client"]
     assert len(retries) == 1
     assert "retrying" in retries[0].getMessage()
     assert all(CANARY not in r.getMessage() for r in caplog.records)

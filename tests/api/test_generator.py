@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.generator import (
+from engine.flip.models import Enrollment, EnrollmentStatus
+from engine.sandbox.generator import (
     CA_EV_PROGRAM,
     SAMPLES,
     TX_BATTERY_PROGRAM,
@@ -23,7 +24,6 @@ from engine.generator import (
     program_groups,
     render_enrollments_json,
 )
-from engine.models import Enrollment, EnrollmentStatus
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 25, tzinfo=UTC)

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from engine.errors import InputError
-from engine.generator import CA_EV_PROGRAM, TX_BATTERY_PROGRAM
-from engine.simulator import FaultConfig, Simulator, SimulatorConfig
+from engine.sandbox.generator import CA_EV_PROGRAM, TX_BATTERY_PROGRAM
+from engine.sandbox.simulator import FaultConfig, Simulator, SimulatorConfig
 
 from .conftest import sim_config
 

@@ -21,11 +21,11 @@ import pytest
 import yaml
 from postgres_databases import fresh_postgres_database
 
-from engine.client import ApiSettings, FlipClient, Secret
-from engine.generator import CA_EV_PROGRAM, TX_BATTERY_PROGRAM
-from engine.policy import Policy, load_policy
-from engine.service import ProgressCallback, RunService, RunSettings
-from engine.simulator import FaultConfig, Simulator, SimulatorConfig
+from engine.flip.client import ApiSettings, FlipClient, Secret
+from engine.policy.document import Policy, load_policy
+from engine.runs.service import ProgressCallback, RunService, RunSettings
+from engine.sandbox.generator import CA_EV_PROGRAM, TX_BATTERY_PROGRAM
+from engine.sandbox.simulator import FaultConfig, Simulator, SimulatorConfig
 from engine.store import ProgramLock, Store, acquire_program_lock
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

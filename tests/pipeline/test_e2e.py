@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, func, inspect, select
 
-from engine.decision import Action
-from engine.generator import TX_BATTERY_PROGRAM
-from engine.policy import Policy
-from engine.report import DECISION_KEYS, render_run_footer, render_table
-from engine.simulator import Simulator
+from engine.policy.decision import Action
+from engine.policy.document import Policy
+from engine.render.text import DECISION_KEYS, render_run_footer, render_table
+from engine.sandbox.generator import TX_BATTERY_PROGRAM
+from engine.sandbox.simulator import Simulator
 from engine.store import Store, current_revision, head_revision
 from engine.store.schema import DecisionRow
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine.generator import TX_BATTERY_PROGRAM
-from engine.simulator import Simulator
+from engine.sandbox.generator import TX_BATTERY_PROGRAM
+from engine.sandbox.simulator import Simulator
 
 from .conftest import NOW_ARG, cli_env, run_cli
 

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from engine.decision import Action, Decision
 from engine.errors import ApiError, RunAborted
-from engine.generator import TX_BATTERY_PROGRAM
-from engine.policy import Policy
-from engine.service import RunReport
-from engine.simulator import Simulator
+from engine.policy.decision import Action, Decision
+from engine.policy.document import Policy
+from engine.runs.service import RunReport
+from engine.sandbox.generator import TX_BATTERY_PROGRAM
+from engine.sandbox.simulator import Simulator
 from engine.store import Store
 from engine.store.schema import DecisionRow
 

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine.simulator import Simulator
+from engine.sandbox.simulator import Simulator
 from engine.store import Store
 
 from .conftest import REPO_ROOT, cli_env

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, MetaData, create_engine, select
 
-from engine.client import FlipClient, Secret
 from engine.errors import ApiAuthError, ApiError
-from engine.generator import TX_BATTERY_PROGRAM
-from engine.policy import Policy
-from engine.simulator import Simulator
+from engine.flip.client import FlipClient, Secret
+from engine.policy.document import Policy
+from engine.sandbox.generator import TX_BATTERY_PROGRAM
+from engine.sandbox.simulator import Simulator
 from engine.store import Store
 
 from .conftest import BOTH_STORES, NOW_ARG, Pipeline, cli_env, run_cli, tx_document

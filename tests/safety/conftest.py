@@ -33,12 +33,12 @@ from postgres_databases import fresh_postgres_database
 from sqlalchemy import func, select, update
 
 from engine.bootstrap import AppConfig, run_policy
-from engine.decision import Action, Decision
-from engine.evaluator import Evaluator
-from engine.generator import TX_BATTERY_PROGRAM
-from engine.policy import Policy, load_policy
-from engine.service import RunReport, RunSettings, patch_is_applied
-from engine.simulator import FaultConfig, Simulator, SimulatorConfig
+from engine.policy.decision import Action, Decision
+from engine.policy.document import Policy, load_policy
+from engine.policy.evaluator import Evaluator
+from engine.runs.service import RunReport, RunSettings, patch_is_applied
+from engine.sandbox.generator import TX_BATTERY_PROGRAM
+from engine.sandbox.simulator import FaultConfig, Simulator, SimulatorConfig
 from engine.store import Store
 from engine.store.schema import DecisionRow, ProgramLockRow, RunRow
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from engine.client import ApiSettings, FlipClient, Secret
-from engine.decision import Action, Decision
 from engine.errors import LockHeldError
-from engine.service import RunService, RunSettings
+from engine.flip.client import ApiSettings, FlipClient, Secret
+from engine.policy.decision import Action, Decision
+from engine.runs.service import RunService, RunSettings
 from engine.store import ProgramLock, Store, acquire_program_lock
 from engine.store.schema import ProgramLockRow
 
@@ -279,8 +279,8 @@ _LIBRARY_RUN = textwrap.dedent(
     import os, sys
     from datetime import datetime, UTC
     from engine.bootstrap import AppConfig, run_policy
-    from engine.policy import load_policy
-    from engine.service import RunSettings
+    from engine.policy.document import load_policy
+    from engine.runs.service import RunSettings
 
     policy_path, db_url, ttl, crash_at = sys.argv[1:5]
     config = AppConfig(environ=dict(os.environ), db_url=db_url, lock_ttl_s=float(ttl))

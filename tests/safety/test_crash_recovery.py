@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import pytest
 
-from engine.client import ApiSettings
-from engine.simulator import FaultConfig
+from engine.flip.client import ApiSettings
+from engine.sandbox.simulator import FaultConfig
 
 from .conftest import (
     BACKENDS,

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from engine.errors import PolicyError
-from engine.policy import load_policy
+from engine.policy.document import load_policy
 
 from .conftest import CLI, REPO_ROOT
 

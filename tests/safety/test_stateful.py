@@ -36,10 +36,10 @@ from hypothesis.stateful import (
 )
 
 from engine.bootstrap import AppConfig, run_policy
-from engine.decision import Action
 from engine.errors import AutoapproveError
-from engine.service import RunSettings, patch_is_applied
-from engine.simulator import FaultConfig, SimulatorConfig
+from engine.policy.decision import Action
+from engine.runs.service import RunSettings, patch_is_applied
+from engine.sandbox.simulator import FaultConfig, SimulatorConfig
 from engine.store import Store
 
 from .conftest import (

@@ -16,7 +16,7 @@ import pytest
 from postgres_databases import fresh_postgres_database
 from sqlalchemy import Engine
 
-from engine.decision import Action, Decision, RuleTrace
+from engine.policy.decision import Action, Decision, RuleTrace
 from engine.store import Store, create_engine_for_url
 
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)

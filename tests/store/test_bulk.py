@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
-from engine.decision import Action, Decision, RuleTrace
 from engine.errors import StoreError
-from engine.models import EnrollmentStatus
+from engine.flip.models import EnrollmentStatus
+from engine.policy.decision import Action, Decision, RuleTrace
 from engine.store import BATCH_SIZE, ChangeState, Store, change_key
 from engine.store.repository import _OUTCOME_COLUMNS, _ROW_COLUMNS
 from engine.store.schema import DecisionRow

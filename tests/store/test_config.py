@@ -117,7 +117,7 @@ def test_a_bad_url_is_a_store_error() -> None:
 
 def test_importing_the_store_does_no_io_and_no_http(tmp_path: Path) -> None:
     probe = (
-        "import sys, engine.store, engine.migrations, engine.store.locks, engine.store.schema\n"
+        "import sys, engine.store, engine.store.migrations, engine.store.locks, engine.store.schema\n"
         "assert 'httpx' not in sys.modules, 'the store must not import httpx'\n"
     )
     subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, check=True, timeout=60, env=_env())

@@ -98,7 +98,7 @@ def test_a_database_from_a_newer_version_is_refused(store_engine: Engine) -> Non
 
 
 def test_migrations_ship_inside_the_engine_package() -> None:
-    package = files("engine.migrations")
+    package = files("engine.store.migrations")
     assert package.joinpath("env.py").is_file()
     assert package.joinpath("script.py.mako").is_file()
     assert package.joinpath("versions", "0001_initial.py").is_file()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.decision import Action
 from engine.errors import ApiError, StoreError
+from engine.policy.decision import Action
 from engine.store import ChangeState, Store, api_error_locations, change_key
 
 from .conftest import T0, FakeClock, make_decision, unchanged

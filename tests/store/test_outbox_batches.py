@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import StoreError
-from engine.ports import Outcome
+from engine.runs.ports import Outcome
 from engine.store import ChangeState, Store
 
 from .conftest import T0, make_decision

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.decision import Action, Decision, RuleTrace
+from engine.policy.decision import Action, Decision, RuleTrace
 from engine.store import RunMode, Store
 
 from .conftest import T0, make_decision

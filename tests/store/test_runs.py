@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from engine.decision import Decision
 from engine.errors import StoreError
+from engine.policy.decision import Decision
 from engine.store import RunMode, RunOutcome, Store
 
 from .conftest import T0, FakeClock, make_decision, unchanged, url_of

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from engine.models import EnrollmentPatch, EnrollmentStatus
+from engine.flip.models import EnrollmentPatch, EnrollmentStatus
 
 
 class Action(StrEnum):

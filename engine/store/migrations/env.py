@@ -1,6 +1,6 @@
-"""Alembic environment: runs only on a connection handed in by ``engine.migrations``.
+"""Alembic environment: runs only on a connection handed in by ``engine.store.migrations``.
 
-There is no ``alembic.ini`` and no URL here: ``engine.migrations.upgrade(engine)`` builds
+There is no ``alembic.ini`` and no URL here: ``engine.store.migrations.upgrade(engine)`` builds
 the configuration in code and passes its open connection in ``config.attributes``.
 """
 
@@ -28,7 +28,8 @@ def _main() -> None:
     connection = context.config.attributes.get("connection")
     if not isinstance(connection, Connection):
         raise StoreError(
-            "migrations run only through engine.migrations.upgrade(engine), which passes its connection in"
+            "migrations run only through engine.store.migrations.upgrade(engine), "
+            "which passes its connection in"
         )
     _run_on(connection)
 

@@ -22,11 +22,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engine.decision import Decision
 from engine.errors import PolicyError, Problem, SourceLocation
-from engine.evaluator import Evaluator
-from engine.policy import Policy, load_policy
-from engine.yamlsafe import load_yaml
+from engine.policy.decision import Decision
+from engine.policy.document import Policy, load_policy
+from engine.policy.evaluator import Evaluator
+from engine.policy.yamlsafe import load_yaml
 
 TEST_SUFFIX = ".test.yaml"
 _UNSET = object()

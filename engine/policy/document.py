@@ -24,7 +24,8 @@ from pydantic import (
 )
 
 from engine.errors import PolicyError, Problem, SourceLocation
-from engine.logic import (
+from engine.flip.models import EnrollmentStatus, GroupId
+from engine.policy.logic import (
     Condition,
     LogicEngine,
     default_engine,
@@ -33,8 +34,7 @@ from engine.logic import (
     pointer_path,
     root_paths,
 )
-from engine.models import EnrollmentStatus, GroupId
-from engine.yamlsafe import KEY_MARKER, MAX_YAML_BYTES, LoadedYaml, YamlPath, load_yaml
+from engine.policy.yamlsafe import KEY_MARKER, MAX_YAML_BYTES, LoadedYaml, YamlPath, load_yaml
 
 RuleId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+$", min_length=1, max_length=100)]
 MAX_RULES = 1_000

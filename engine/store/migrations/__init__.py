@@ -44,7 +44,7 @@ def head_revision() -> str:
     """The newest revision this code knows."""
     head = ScriptDirectory.from_config(_config()).get_current_head()
     if head is None:  # pragma: no cover - the package always ships revisions
-        raise StoreError("no migrations found in the engine.migrations package")
+        raise StoreError("no migrations found in the engine.store.migrations package")
     return head
 
 

@@ -2,7 +2,7 @@
 
 A real HTTP/1.1 server (stdlib ``ThreadingHTTPServer``, keep-alive, exact ``Content-Length``)
 bound to 127.0.0.1 only, serving the endpoints of ``flip-utility-api.md`` from seeded data
-made by :mod:`engine.generator`. It runs in a background thread in-process
+made by :mod:`engine.sandbox.generator`. It runs in a background thread in-process
 (:meth:`Simulator.start`) or blocking for the CLI (:func:`serve`).
 
 Behaviour follows the vendor where the vendor documents it; where it is silent we assumed:
@@ -54,13 +54,13 @@ from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from engine.errors import InputError
-from engine.generator import (
+from engine.flip.models import GROUP_ID_PATTERN, EnrollmentStatus
+from engine.sandbox.generator import (
     CA_EV_PROGRAM,
     TX_BATTERY_PROGRAM,
     generate_enrollments,
     program_groups,
 )
-from engine.models import GROUP_ID_PATTERN, EnrollmentStatus
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -73,7 +73,7 @@ __all__ = [
     "serve",
 ]
 
-_log = logging.getLogger("engine.simulator")
+_log = logging.getLogger("engine.sandbox.simulator")
 
 DEFAULT_API_KEY = "fl_sim_local_key"
 FAULT_KINDS = frozenset({"429", "500", "503", "timeout", "drop", "truncate", "401", "malformed"})

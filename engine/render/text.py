@@ -9,9 +9,9 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from engine.decision import Action, Decision
-from engine.explain import Explanation
-from engine.policytest import TestFileResult
+from engine.policy.decision import Action, Decision
+from engine.policy.explain import Explanation
+from engine.policy.testfile import TestFileResult
 
 DECISION_KEYS = (
     "enrollment_id", "current_status", "status", "reason", "rule_id", "group_ids",

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.decision import Decision
 from engine.errors import EvaluationError
-from engine.evaluator import Evaluator
-from engine.facts import FactsBuilder
-from engine.logic import LogicEngine, default_engine, is_operation, lookup, operands
-from engine.policy import Policy, substitute_decision
+from engine.policy.decision import Decision
+from engine.policy.document import Policy, substitute_decision
+from engine.policy.evaluator import Evaluator
+from engine.policy.facts import FactsBuilder
+from engine.policy.logic import LogicEngine, default_engine, is_operation, lookup, operands
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ of every page opened so far (another call made by the same thread between two pa
 starts the count again).
 
 The API key is a :class:`Secret`: it appears in no repr, exception message or log line
-(the client logs retries on the ``engine.client`` logger).
+(the client logs retries on the ``engine.flip.client`` logger).
 """
 
 from __future__ import annotations
@@ -59,11 +59,11 @@ from engine.errors import (
     ApiRetryableError,
     InputError,
 )
-from engine.models import ApiErrorBody, Enrollment, EnrollmentPatch, Group, GroupCreate
+from engine.flip.models import ApiErrorBody, Enrollment, EnrollmentPatch, Group, GroupCreate
 
 __all__ = ["DEFAULT_BASE_URL", "SANDBOX_BASE_URL", "ApiSettings", "FlipClient", "Secret"]
 
-_log = logging.getLogger("engine.client")
+_log = logging.getLogger("engine.flip.client")
 
 DEFAULT_BASE_URL = "https://api-utility.flip.energy"
 SANDBOX_BASE_URL = "https://api-utility-sandbox.flip.energy"

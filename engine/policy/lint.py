@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from engine.errors import EvaluationError, Problem, SourceLocation
-from engine.facts import DEVICE_KEYS, ENROLLMENT_KEYS, SITE_KEYS
-from engine.logic import (
+from engine.policy.document import Policy, ReasonTemplate
+from engine.policy.facts import DEVICE_KEYS, ENROLLMENT_KEYS, SITE_KEYS
+from engine.policy.logic import (
     VarRead,
     default_engine,
     is_operation,
@@ -17,8 +18,7 @@ from engine.logic import (
     var_reads,
     walk_operations,
 )
-from engine.policy import Policy, ReasonTemplate
-from engine.yamlsafe import YamlPath
+from engine.policy.yamlsafe import YamlPath
 
 _RELATIONAL = frozenset({"<", "<=", ">", ">="})
 _OPEN_OBJECTS = ("program.", "totals.", "site.", "devices.")  # prefixes whose next key is open

@@ -22,12 +22,12 @@ from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
-from engine.decision import Action, Decision
 from engine.errors import ApiAuthError, ApiError, ApiRetryableError, AutoapproveError, RunAborted
-from engine.evaluator import Evaluator
-from engine.models import EnrollmentPatch
-from engine.policy import Policy
-from engine.ports import DecisionStore, FlipApi, Outcome, PlannedChangeLike, ProgramLockLike
+from engine.flip.models import EnrollmentPatch
+from engine.policy.decision import Action, Decision
+from engine.policy.document import Policy
+from engine.policy.evaluator import Evaluator
+from engine.runs.ports import DecisionStore, FlipApi, Outcome, PlannedChangeLike, ProgramLockLike
 
 ProgressCallback = Callable[[str, int, int], None]
 LockFactory = Callable[[str, str], AbstractContextManager[ProgramLockLike]]

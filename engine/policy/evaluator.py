@@ -6,10 +6,11 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.decision import DEFAULT_RULE_ID, Action, Decision, RuleTrace
 from engine.errors import EvaluationError
-from engine.facts import FactsBuilder, FactsPlan, fingerprint, group_ids_of
-from engine.logic import (
+from engine.policy.decision import DEFAULT_RULE_ID, Action, Decision, RuleTrace
+from engine.policy.document import CompiledGroupRule, CompiledRule, Policy
+from engine.policy.facts import FactsBuilder, FactsPlan, fingerprint, group_ids_of
+from engine.policy.logic import (
     LogicEngine,
     LogicError,
     LogicSession,
@@ -19,7 +20,6 @@ from engine.logic import (
     var_reads,
     walk_operations,
 )
-from engine.policy import CompiledGroupRule, CompiledRule, Policy
 
 
 def utc_now() -> datetime:

@@ -1,6 +1,6 @@
 """What the run service needs from the outside world, as protocols.
 
-The service (``engine.service``) depends on these, never on httpx or SQLAlchemy; the
+The service (``engine.runs.service``) depends on these, never on httpx or SQLAlchemy; the
 wiring module (``engine.bootstrap``) passes in the real client and store, and tests can pass
 the same real ones pointed at the local simulator and a temporary database.
 """
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from engine.decision import Decision
-from engine.models import EnrollmentPatch, Group
+from engine.flip.models import EnrollmentPatch, Group
+from engine.policy.decision import Decision
 
 
 @dataclass(frozen=True, slots=True)

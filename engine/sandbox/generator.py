@@ -15,7 +15,7 @@ strings, values that do not parse), because real payloads are.
 
 The sample files are rebuilt with::
 
-    python -c "from engine.generator import write_samples_text as w; w()"
+    python -c "from engine.sandbox.generator import write_samples_text as w; w()"
 
 which is not run at import time (see :func:`write_samples_text`).
 """
