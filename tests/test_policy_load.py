@@ -423,6 +423,7 @@ def test_json_schema_describes_the_policy_keys() -> None:
         "default",
         "groups",
         "limits",
+        "review",
     }
     assert schema["additionalProperties"] is False
     statuses = schema["$defs"]["EnrollmentStatus"]["enum"]

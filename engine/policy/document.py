@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -25,6 +25,7 @@ from pydantic import (
 
 from engine.errors import PolicyError, Problem, SourceLocation
 from engine.flip.models import EnrollmentStatus, GroupId
+from engine.policy.decision import DEFAULT_RULE_ID, Action, Decision
 from engine.policy.logic import (
     Condition,
     LogicEngine,
@@ -47,11 +48,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+ApprovalSetting = Literal["required"]
+_APPROVAL_DESCRIPTION = (
+    "required: every change this decides waits in the review queue for a person "
+    "(autoapprove review) instead of being sent by a live run."
+)
+
+
 class DefaultOutcome(_Strict):
     """The outcome when no rule matches."""
 
     status: EnrollmentStatus
     reason: str
+    approval: ApprovalSetting | None = Field(default=None, description=_APPROVAL_DESCRIPTION)
 
 
 class StatusRule(_Strict):
@@ -62,6 +71,7 @@ class StatusRule(_Strict):
     when: Any = Field(description='A JsonLogic condition; {"ref": name} uses a definition.')
     status: EnrollmentStatus
     reason: str = Field(description="Text sent with the status; {path} placeholders, {{ }} escape.")
+    approval: ApprovalSetting | None = Field(default=None, description=_APPROVAL_DESCRIPTION)
 
 
 class GroupRule(_Strict):
@@ -85,6 +95,16 @@ class PolicyLimits(_Strict):
     )
 
 
+class ReviewSettings(_Strict):
+    """Which changes a live run leaves for a person to approve (``autoapprove review``)."""
+
+    require_approval: list[EnrollmentStatus] = Field(
+        default_factory=list,
+        description="Changes TO these statuses wait in the review queue; nothing is sent for them "
+        "until a person approves (e.g. [REJECTED, UNENROLLED]: a rejection is final for the customer).",
+    )
+
+
 class PolicyDocument(_Strict):
     """One policy file: the rules for one Flip program."""
 
@@ -97,6 +117,7 @@ class PolicyDocument(_Strict):
     default: DefaultOutcome | None = None
     groups: list[GroupRule] = Field(default_factory=list, max_length=MAX_RULES)
     limits: PolicyLimits = Field(default_factory=PolicyLimits)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
 
     @field_validator("version", mode="before")
     @classmethod
@@ -230,6 +251,33 @@ class Policy:
     @property
     def applies_to(self) -> frozenset[str]:
         return frozenset(status.value for status in self.document.applies_to)
+
+    @property
+    def approval_statuses(self) -> frozenset[str]:
+        """The statuses a change to which waits for a person (``review.require_approval``)."""
+        return frozenset(status.value for status in self.document.review.require_approval)
+
+    @property
+    def approval_rules(self) -> frozenset[str]:
+        """The rule ids (``default`` included) marked ``approval: required``."""
+        rules = {rule.id for rule in self.document.rules if rule.approval == "required"}
+        default = self.document.default
+        if default is not None and default.approval == "required":
+            rules.add(DEFAULT_RULE_ID)
+        return frozenset(rules)
+
+    def requires_approval(self, decision: Decision) -> bool:
+        """Whether a person must approve this decision's change before it is sent.
+
+        A change TO a status in ``review.require_approval`` waits; so does every change
+        (status or groups: the groups may read the decision) decided by a rule marked
+        ``approval: required``. Decisions that change nothing never wait.
+        """
+        if decision.action is not Action.UPDATE:
+            return False
+        if decision.status_changes and decision.status in self.approval_statuses:
+            return True
+        return decision.rule_id in self.approval_rules
 
 
 def substitute_decision(node: Any, decided: dict[str, Any]) -> Any:
