@@ -1,18 +1,29 @@
-"""Shared fixtures: a fixed clock, the example policies, and writers for policy and input files."""
+"""Shared fixtures: a fixed clock, the example policies, and writers for policy and input files.
+
+Hypothesis profiles: ``dev`` (the default) keeps the unit tier under 10 s; CI sets
+``HYPOTHESIS_PROFILE=ci`` for more examples per property. Tests that need a fixed number
+of examples (the stateful safety machine) say so in their own ``settings``.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from engine.policy.document import Policy, load_policy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+settings.register_profile("dev", max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
 @pytest.fixture

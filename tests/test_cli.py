@@ -7,14 +7,13 @@ import csv
 import io
 import json
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_process import run_cli
 
 import cli
 from engine.policy.document import policy_json_schema
@@ -54,18 +53,6 @@ ENROLLMENTS: list[Any] = [
 ]
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """``python cli.py ARGS`` from the repository root, as a user would run it."""
-    return subprocess.run(
-        [sys.executable, "cli.py", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def subcommands() -> dict[str, str]:
     """Every subcommand of the real parser, with its one-line help."""
     parser = cli.build_parser()
@@ -99,14 +86,14 @@ def test_every_command_has_help_text(command: str, capsys: pytest.CaptureFixture
 
 
 def test_help_through_the_real_entry_point() -> None:
-    result = run_cli("--help")
-    assert result.returncode == 0
+    result = run_cli(["--help"])
+    assert result.code == 0
     for command in CORE_COMMANDS:
         assert command in result.stdout
     assert "Exit codes" in result.stdout
     for command in ("run", "validate"):
-        sub = run_cli(command, "--help")
-        assert sub.returncode == 0
+        sub = run_cli([command, "--help"])
+        assert sub.code == 0
         assert sub.stdout.startswith(f"usage: autoapprove {command}")
 
 
@@ -126,8 +113,8 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_validate_the_examples() -> None:
-    result = run_cli("validate", "rules/")
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_cli(["validate", "rules/"])
+    assert result.code == 0, result.stdout + result.stderr
     assert "rules/tx_residential_battery.yaml: ok" in result.stdout
     assert result.stdout.splitlines()[-1] == "2 files, 0 errors, 0 warnings"
 
@@ -160,8 +147,8 @@ def test_validate_a_broken_policy_through_the_entry_point(tmp_path: Path) -> Non
         "rules: [{id: a, when: {log: 1}, status: ACTIVE, reason: r}]\n",
         encoding="utf-8",
     )
-    result = run_cli("validate", str(broken))
-    assert result.returncode == 1
+    result = run_cli(["validate", str(broken)])
+    assert result.code == 1
     assert re.search(r":3:\d+: error: rules\.0\.when: unknown operator 'log'", result.stdout)
     assert "Traceback" not in result.stderr
 
@@ -202,8 +189,8 @@ def test_validate_a_policy_with_a_control_character(
 
 def test_test_the_examples() -> None:
     cases = sum(len(run_test_file(path).cases) for path in sorted(RULES.glob("*.test.yaml")))
-    result = run_cli("test", "rules/")
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_cli(["test", "rules/"])
+    assert result.code == 0, result.stdout + result.stderr
     assert f"{cases} passed, 0 failed" in result.stdout.splitlines()
 
 
@@ -248,17 +235,19 @@ def test_no_test_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 def test_run_json_through_the_entry_point(input_file: Path) -> None:
     result = run_cli(
-        "run",
-        "--rules",
-        "rules/tx_residential_battery.yaml",
-        "--input",
-        str(input_file),
-        "--format",
-        "json",
-        "--now",
-        NOW,
+        [
+            "run",
+            "--rules",
+            "rules/tx_residential_battery.yaml",
+            "--input",
+            str(input_file),
+            "--format",
+            "json",
+            "--now",
+            NOW,
+        ]
     )
-    assert result.returncode == 0, result.stderr
+    assert result.code == 0, result.stderr
     records = json.loads(result.stdout)
     assert isinstance(records, list)
     assert len(records) == len(ENROLLMENTS)
@@ -356,16 +345,16 @@ def test_bad_input_is_a_usage_error(
 def test_bad_input_through_the_entry_point_has_no_traceback(tmp_path: Path) -> None:
     path = tmp_path / "broken.json"
     path.write_text("[1, 2", encoding="utf-8")
-    result = run_cli("run", "--rules", "rules/tx_residential_battery.yaml", "--input", str(path))
-    assert result.returncode == 2
+    result = run_cli(["run", "--rules", "rules/tx_residential_battery.yaml", "--input", str(path)])
+    assert result.code == 2
     assert str(path) in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_missing_input_through_the_entry_point(tmp_path: Path) -> None:
     missing = tmp_path / "missing.json"
-    result = run_cli("run", "--rules", "rules/tx_residential_battery.yaml", "--input", str(missing))
-    assert result.returncode == 2
+    result = run_cli(["run", "--rules", "rules/tx_residential_battery.yaml", "--input", str(missing)])
+    assert result.code == 2
     assert f"{missing}: no such file" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -374,27 +363,29 @@ def test_deeply_nested_input_is_a_usage_error(tmp_path: Path) -> None:
     path = tmp_path / "deep.json"
     path.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
     result = run_cli(
-        "run", "--rules", "rules/tx_residential_battery.yaml", "--input", str(path), "--now", NOW
+        ["run", "--rules", "rules/tx_residential_battery.yaml", "--input", str(path), "--now", NOW]
     )
     assert "Traceback" not in result.stderr
-    assert result.returncode == 2
+    assert result.code == 2
 
 
 def test_out_of_range_number_does_not_stop_the_run(write_json: Callable[..., Path]) -> None:
     path = write_json([{"id": "big", "status": "SUBMITTED", "serial": 10**25}, ENROLLMENTS[1]])
     result = run_cli(
-        "run",
-        "--rules",
-        "rules/tx_residential_battery.yaml",
-        "--input",
-        str(path),
-        "--format",
-        "json",
-        "--now",
-        NOW,
+        [
+            "run",
+            "--rules",
+            "rules/tx_residential_battery.yaml",
+            "--input",
+            str(path),
+            "--format",
+            "json",
+            "--now",
+            NOW,
+        ]
     )
     assert "Traceback" not in result.stderr
-    assert result.returncode == 0
+    assert result.code == 0
     assert [record["enrollment_id"] for record in json.loads(result.stdout)] == ["big", "e-reject"]
 
 
@@ -408,9 +399,9 @@ def test_bad_now_is_a_usage_error(input_file: Path, capsys: pytest.CaptureFixtur
 
 def test_bad_now_through_the_entry_point(input_file: Path) -> None:
     result = run_cli(
-        "run", "--rules", "rules/tx_residential_battery.yaml", "--input", str(input_file), "--now", "soon"
+        ["run", "--rules", "rules/tx_residential_battery.yaml", "--input", str(input_file), "--now", "soon"]
     )
-    assert result.returncode == 2
+    assert result.code == 2
     assert "not an ISO 8601 time" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -445,9 +436,9 @@ def test_run_with_a_broken_policy_exits_1(
 
 def test_explain_names_each_evaluated_rule(input_file: Path) -> None:
     result = run_cli(
-        "explain", "--rules", "rules/tx_residential_battery.yaml", "--input", str(input_file), "--now", NOW
+        ["explain", "--rules", "rules/tx_residential_battery.yaml", "--input", str(input_file), "--now", NOW]
     )
-    assert result.returncode == 0, result.stderr
+    assert result.code == 0, result.stderr
     out = result.stdout
     for rule_id in (
         "reject-out-of-territory",
@@ -487,8 +478,8 @@ def test_explain_unknown_id(input_file: Path, capsys: pytest.CaptureFixture[str]
 
 
 def test_schema_matches_the_shipped_file() -> None:
-    result = run_cli("schema")
-    assert result.returncode == 0
+    result = run_cli(["schema"])
+    assert result.code == 0
     shipped = json.loads((REPO_ROOT / "schema" / "policy.schema.json").read_text(encoding="utf-8"))
     assert json.loads(result.stdout) == shipped
     assert shipped == policy_json_schema()

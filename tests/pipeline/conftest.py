@@ -5,9 +5,6 @@ faults come from the simulator, waits from an injected ``sleep``."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -200,16 +197,6 @@ def pipeline(client: FlipClient, store: Store) -> Pipeline:
 # --- policies -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def tx_policy() -> Policy:
-    return load_policy(TX_RULES)
-
-
-@pytest.fixture(scope="session")
-def ca_policy() -> Policy:
-    return load_policy(CA_RULES)
-
-
 def tx_document() -> dict[str, Any]:
     """The example Texas policy as a dict, to derive test policies from."""
     data: dict[str, Any] = yaml.safe_load(TX_RULES.read_text(encoding="utf-8"))
@@ -230,40 +217,6 @@ def write_policy(tmp_path: Path) -> Callable[..., Policy]:
 
 
 # --- the CLI in a subprocess ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CliResult:
-    code: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-
-def run_cli(
-    args: list[str],
-    *,
-    env: dict[str, str] | None = None,
-    entry: list[str] | None = None,
-    timeout: float = 60.0,
-    stdin: int | None = subprocess.DEVNULL,
-) -> CliResult:
-    """Run the real ``autoapprove`` entry point in a subprocess, from the repository root."""
-    command = [*(entry or [sys.executable, str(REPO_ROOT / "cli.py")]), *args]
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("FLIP_", "AUTOAPPROVE_"))}
-    full_env.update(env or {})
-    started = time.monotonic()
-    done = subprocess.run(
-        command,
-        cwd=REPO_ROOT,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=stdin,
-        check=False,
-    )
-    return CliResult(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
 
 
 def cli_env(sim: Simulator, db_url: str, **extra: str) -> dict[str, str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_process import run_cli
 from sqlalchemy import create_engine, func, inspect, select
 
 from engine.policy.decision import Action
@@ -32,7 +33,6 @@ from .conftest import (
     cli_env,
     fresh_postgres_database,
     group_ids,
-    run_cli,
     tx_document,
     writes,
 )

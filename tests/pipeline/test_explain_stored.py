@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cli_process import run_cli
+
 from engine.sandbox.generator import TX_BATTERY_PROGRAM
 from engine.sandbox.simulator import Simulator
 
-from .conftest import NOW_ARG, cli_env, run_cli
+from .conftest import NOW_ARG, cli_env
 
 RULES = "rules/tx_residential_battery.yaml"
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cli_process import run_cli
 from sqlalchemy import select
 
 from engine.errors import ApiAuthError, ApiResponseError
@@ -30,7 +31,6 @@ from .conftest import (
     RecordingSleep,
     cli_env,
     group_ids,
-    run_cli,
     tx_document,
     writes,
 )

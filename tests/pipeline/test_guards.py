@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_process import run_cli
 from sqlalchemy import select
 
 from engine.errors import ApiError, RunAborted
@@ -20,7 +21,7 @@ from engine.sandbox.simulator import Simulator
 from engine.store import Store
 from engine.store.schema import DecisionRow
 
-from .conftest import BOTH_STORES, NOW_ARG, Pipeline, cli_env, group_ids, run_cli, tx_document, writes
+from .conftest import BOTH_STORES, NOW_ARG, Pipeline, cli_env, group_ids, tx_document, writes
 
 NEW_GROUP = "PILOT_GUARDS"
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_process import run_cli
 from sqlalchemy import Engine, MetaData, create_engine, select
 
 from engine.errors import ApiAuthError, ApiError
@@ -20,7 +21,7 @@ from engine.sandbox.generator import TX_BATTERY_PROGRAM
 from engine.sandbox.simulator import Simulator
 from engine.store import Store
 
-from .conftest import BOTH_STORES, NOW_ARG, Pipeline, cli_env, run_cli, tx_document
+from .conftest import BOTH_STORES, NOW_ARG, Pipeline, cli_env, tx_document
 
 CANARY_KEY = "fl_CANARY_KEY_123"
 WRONG_CANARY_KEY = "fl_CANARY_WRONG_456"

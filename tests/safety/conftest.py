@@ -15,10 +15,6 @@ step: the server frees a dead session's advisory lock at once.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -29,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_process import REPO_ROOT, CliResult, run_cli
 from postgres_databases import fresh_postgres_database
 from sqlalchemy import func, select, update
 
@@ -42,8 +39,6 @@ from engine.sandbox.simulator import FaultConfig, Simulator, SimulatorConfig
 from engine.store import Store
 from engine.store.schema import DecisionRow, ProgramLockRow, RunRow
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CLI = REPO_ROOT / "cli.py"
 TX_RULES = REPO_ROOT / "rules" / "tx_residential_battery.yaml"
 PROGRAM = TX_BATTERY_PROGRAM
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
@@ -146,36 +141,6 @@ def make_db_url(tmp_path: Path) -> Iterator[Callable[[str], str]]:
 # --- the product ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CliResult:
-    code: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-
-def cli_environment(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLIP_", "AUTOAPPROVE_"))}
-    env.update(extra)
-    return env
-
-
-def run_cli(args: list[str], env: dict[str, str], *, timeout: float = 240.0) -> CliResult:
-    """``python cli.py ARGS`` from the repository root, as a separate process."""
-    started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, str(CLI), *args],
-        cwd=REPO_ROOT,
-        env=cli_environment(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    return CliResult(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
-
-
 @dataclass
 class Product:
     """One program's world: a simulator, a store and a policy file; runs the real CLI."""
@@ -207,7 +172,7 @@ class Product:
     def run(self, *, crash_at: str | None = None, live: bool = True) -> CliResult:
         """A CLI run. A killed run (exit 137) is counted as a kill; ``let_lease_expire``
         follows it so that the next run is not refused for the dead run's lease."""
-        result = run_cli(self.run_args(live=live, crash_at=crash_at), self.env)
+        result = run_cli(self.run_args(live=live, crash_at=crash_at), self.env, timeout=240.0)
         self.runs += 1
         self.log.append(f"run crash_at={crash_at} -> exit {result.code} in {result.seconds:.1f}s")
         if result.code == CRASH_EXIT:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cli_process import CLI, REPO_ROOT, cli_environment, run_cli
 from sqlalchemy import select
 
 from engine.errors import LockHeldError
@@ -32,18 +33,14 @@ from engine.store.schema import ProgramLockRow
 
 from .conftest import (
     BACKENDS,
-    CLI,
     CRASH_EXIT,
     EXIT_LOCKED,
     FAST_API,
     NOW,
     PROGRAM,
-    REPO_ROOT,
     Product,
     assert_converged,
-    cli_environment,
     open_store,
-    run_cli,
 )
 
 

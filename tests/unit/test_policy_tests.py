@@ -20,7 +20,7 @@ from engine.policy.testfile import (
 )
 from engine.render.text import render_test_results
 
-RULES = Path(__file__).resolve().parent.parent / "rules"
+RULES = Path(__file__).resolve().parents[2] / "rules"
 TEST_FILES = sorted(RULES.glob("*.test.yaml"))
 
 POLICY = {
