@@ -15,7 +15,7 @@ from engine.policy.decision import Decision
 from engine.policy.document import Policy, substitute_decision
 from engine.policy.evaluator import Evaluator
 from engine.policy.facts import FactsBuilder
-from engine.policy.logic import LogicEngine, default_engine, is_operation, lookup, operands
+from engine.policy.logic import Condition, LogicEngine, default_engine, is_operation, lookup, operands
 
 
 @dataclass(frozen=True)
@@ -47,62 +47,101 @@ class Explanation:
 
 def explain(policy: Policy, raw: Any, now: datetime, engine: LogicEngine | None = None) -> Explanation:
     """Explain the decision for one raw enrollment."""
-    engine = engine or default_engine()
-    decision = Evaluator(policy, now, engine=engine).evaluate(raw)
-    result = Explanation(decision.enrollment_id, decision)
-    if not isinstance(raw, dict) or decision.action.value == "skip":
+    return Explainer(policy, now, engine).explain(raw)
+
+
+class Explainer:
+    """Explains many enrollments of one policy at one ``now`` (a report explains every row).
+
+    Conditions and their sub-conditions are compiled once and the facts are serialized once
+    per enrollment, so explaining costs a small multiple of evaluating. Not thread-safe.
+    """
+
+    def __init__(self, policy: Policy, now: datetime, engine: LogicEngine | None = None) -> None:
+        self.policy = policy
+        self.now = now.astimezone(UTC)
+        self._engine = engine or default_engine()
+        self._evaluator = Evaluator(policy, self.now, engine=self._engine)
+        self._session = self._engine.session()
+        self._facts = FactsBuilder(self.now)
+        # Keyed by id(): the cached entry keeps the expression alive, so an id is never reused.
+        self._compiled: dict[int, tuple[Any, Condition]] = {}
+        self._group_sources: dict[tuple[str, str | None, str | None], Any] = {}
+
+    def explain(self, raw: Any, decision: Decision | None = None) -> Explanation:
+        """Explain ``raw``; pass its ``decision`` when it is already evaluated (same policy, same now)."""
+        decision = decision or self._evaluator.evaluate(raw)
+        result = Explanation(decision.enrollment_id, decision)
+        if not isinstance(raw, dict) or decision.action.value == "skip":
+            return result
+        facts, warnings = self._facts.build(raw)
+        result.warnings = warnings
+        data = _Facts(facts, self._session.prepare(facts))
+        for rule in self.policy.rules:
+            item = self._explain_condition(rule.id, "rule", rule.condition.source, data)
+            result.rules.append(item)
+            if item.matched or item.error:
+                break
+        if decision.action.value == "error":
+            return result
+        decided = {"status": decision.status, "rule_id": decision.rule_id}
+        for group in self.policy.groups:
+            key = (group.id, decision.status, decision.rule_id)
+            source = self._group_sources.get(key)
+            if source is None:
+                source = self._group_sources[key] = substitute_decision(group.source, decided)
+            item = self._explain_condition(group.id, "group", source, data)
+            if group.reads_decision:
+                item.reads.update({f"decision.{name}": value for name, value in decided.items()})
+            result.rules.append(item)
         return result
-    facts, warnings = FactsBuilder(now.astimezone(UTC)).build(raw)
-    result.warnings = warnings
-    for rule in policy.rules:
-        item = _explain_condition(engine, rule.id, "rule", rule.condition.source, facts)
-        result.rules.append(item)
-        if item.matched or item.error:
-            break
-    if decision.action.value == "error":
-        return result
-    decided = {"status": decision.status, "rule_id": decision.rule_id}
-    for group in policy.groups:
-        source = substitute_decision(group.source, decided)
-        item = _explain_condition(engine, group.id, "group", source, facts)
-        if group.reads_decision:
-            item.reads.update({f"decision.{key}": value for key, value in decided.items()})
-        result.rules.append(item)
-    return result
+
+    def _compile(self, expression: Any) -> Condition:
+        cached = self._compiled.get(id(expression))
+        if cached is None:
+            cached = self._compiled[id(expression)] = (expression, self._engine.compile(expression))
+        return cached[1]
+
+    def _value(self, expression: Any, data: _Facts) -> Any:
+        return self._session.value(self._compile(expression), data.handle)
+
+    def _truthy(self, expression: Any, data: _Facts) -> bool:
+        return self._session.is_true(self._compile(expression), data.handle)
+
+    def _explain_condition(self, rule_id: str, kind: str, source: Any, data: _Facts) -> RuleExplanation:
+        reads = {path: lookup(data.facts, path) for path in self._compile(source).reads}
+        missing = [path for path, value in reads.items() if value in (None, "")]
+        try:
+            matched = self._truthy(source, data)
+        except EvaluationError as exc:
+            return RuleExplanation(rule_id, kind, False, reads, missing, [], str(exc))
+        steps = self._deciding_steps(source, data, matched)
+        return RuleExplanation(rule_id, kind, matched, reads, missing, steps)
+
+    def _deciding_steps(self, expression: Any, data: _Facts, truthy: bool) -> list[Step]:
+        """Follow ``and``/``or``/``!`` down to the sub-condition that settled the outcome."""
+        if not is_operation(expression):
+            return [Step(expression, expression)]
+        (operator,) = expression
+        args = operands(expression)
+        if operator in ("!", "!!") and args:
+            inner = truthy if operator == "!!" else not truthy
+            return [Step(expression, truthy), *self._deciding_steps(args[0], data, inner)]
+        if operator in ("and", "or") and args:
+            deciding_value = operator == "or"
+            for arg in args:
+                arg_truthy = self._truthy(arg, data)
+                if arg_truthy == deciding_value:
+                    return [Step(expression, truthy), *self._deciding_steps(arg, data, arg_truthy)]
+            return [Step(expression, truthy)]  # every operand agreed: all held (and) / none (or)
+        return [Step(expression, self._value(expression, data))]
 
 
-def _explain_condition(
-    engine: LogicEngine, rule_id: str, kind: str, source: Any, facts: Any
-) -> RuleExplanation:
-    reads = {path: lookup(facts, path) for path in engine.compile(source).reads}
-    missing = [path for path, value in reads.items() if value in (None, "")]
-    try:
-        value = _value(engine, source, facts)
-    except EvaluationError as exc:
-        return RuleExplanation(rule_id, kind, False, reads, missing, [], str(exc))
-    matched = engine.truthy(value)
-    steps = _deciding_steps(engine, source, facts, matched)
-    return RuleExplanation(rule_id, kind, matched, reads, missing, steps)
+class _Facts:
+    """One enrollment's facts, and the same converted once for every sub-condition."""
 
+    __slots__ = ("facts", "handle")
 
-def _value(engine: LogicEngine, expression: Any, facts: Any) -> Any:
-    return engine.evaluate_json(engine.compile(expression), facts)
-
-
-def _deciding_steps(engine: LogicEngine, expression: Any, facts: Any, truthy: bool) -> list[Step]:
-    """Follow ``and``/``or``/``!`` down to the sub-condition that settled the outcome."""
-    if not is_operation(expression):
-        return [Step(expression, expression)]
-    (operator,) = expression
-    args = operands(expression)
-    if operator in ("!", "!!") and args:
-        inner = truthy if operator == "!!" else not truthy
-        return [Step(expression, truthy), *_deciding_steps(engine, args[0], facts, inner)]
-    if operator in ("and", "or") and args:
-        deciding_value = operator == "or"
-        for arg in args:
-            arg_truthy = engine.truthy(_value(engine, arg, facts))
-            if arg_truthy == deciding_value:
-                return [Step(expression, truthy), *_deciding_steps(engine, arg, facts, arg_truthy)]
-        return [Step(expression, truthy)]  # every operand agreed: all held (and) / none (or)
-    return [Step(expression, _value(engine, expression, facts))]
+    def __init__(self, facts: dict[str, Any], handle: Any) -> None:
+        self.facts = facts
+        self.handle = handle

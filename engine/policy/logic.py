@@ -379,6 +379,13 @@ class LogicSession:
         """The native ``(rule, handle) -> bool`` call, for hot loops (raises ``LogicError``)."""
         return self._session.evaluate_truthy
 
+    def value(self, condition: Condition, data: datalogic_py.DataHandle) -> Any:
+        """The condition's value (not just its truthiness), as a Python value."""
+        try:
+            return self._session.evaluate_data(condition.native, data)
+        except datalogic_py.DataLogicError as exc:
+            raise EvaluationError(_describe(exc)) from exc
+
     def is_true(self, condition: Condition, data: datalogic_py.DataHandle) -> bool:
         try:
             return self._session.evaluate_truthy(condition.native, data)

@@ -1,0 +1,318 @@
+"""The HTML report of a set of decisions (``run``, and the pieces ``plan``, ``review``, ``diff``
+and ``backtest`` reuse): header facts, summary cards and the decision table.
+
+Personal data never reaches the page: a rule read of a site's names, email or street address
+is shown as withheld, and so is a reason whose template copies one of them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from engine.policy.decision import Action, Decision
+from engine.policy.document import Policy
+from engine.policy.explain import Explainer, Explanation, RuleExplanation
+from engine.policy.lint import PERSONAL_FIELDS
+from engine.render.html import (
+    Bar,
+    BarsCard,
+    Card,
+    Column,
+    Detail,
+    DetailSection,
+    DetailTable,
+    ListCard,
+    Page,
+    Row,
+    RuleStep,
+    StatCard,
+    Table,
+    Tone,
+    Verdict,
+)
+
+WITHHELD = "(personal data, not shown)"
+_VALUE_CLIP = 200
+_EXPRESSION_CLIP = 300
+
+
+@dataclass(frozen=True, slots=True)
+class ReportContext:
+    """What the header says about where the decisions came from."""
+
+    title: str
+    mode: str  # "offline preview", "dry run", "live", ...
+    program_id: str
+    evaluated_at: datetime
+    policy_name: str | None = None
+    policy_version: str | None = None
+    policy_hash: str | None = None
+
+    @classmethod
+    def for_policy(cls, policy: Policy, *, title: str, mode: str, program_id: str | None,
+                   evaluated_at: datetime) -> ReportContext:  # fmt: skip
+        return cls(
+            title=title, mode=mode, program_id=program_id or policy.program_id, evaluated_at=evaluated_at,
+            policy_name=policy.name or policy.program_id, policy_version=policy.version,
+            policy_hash=policy.content_hash,
+        )  # fmt: skip
+
+    def facts(self) -> list[tuple[str, str]]:
+        return [
+            ("Policy", self.policy_name or "-"),
+            ("Version", self.policy_version or "unversioned"),
+            ("Hash", (self.policy_hash or "-")[:12]),
+            ("Program", self.program_id),
+            ("Evaluated at", self.evaluated_at.strftime("%Y-%m-%d %H:%M:%S UTC")),
+            ("Mode", self.mode),
+        ]
+
+
+def decisions_page(
+    context: ReportContext,
+    decisions: Sequence[Decision],
+    details: DetailTable | None = None,
+    detail_ids: Sequence[int | None] | None = None,
+    *,
+    extra_cards: Sequence[Card] = (),
+    notes: Sequence[str] = (),
+) -> Page:
+    """The report of ``decisions``; ``detail_ids[i]`` is decision i's explanation in ``details``."""
+    ids = list(detail_ids) if detail_ids is not None else [None] * len(decisions)
+    rows = [Row(decision_cells(d), detail) for d, detail in zip(decisions, ids, strict=True)]
+    table = Table(DECISION_COLUMNS, rows, details, noun="enrollments", empty="No enrollment matches.")
+    cards = [*summary_cards(decisions), *extra_cards]
+    return Page(title=context.title, facts=context.facts(), cards=cards, table=table, notes=notes)
+
+
+DECISION_COLUMNS: tuple[Column, ...] = (
+    Column("enrollment_id", "Enrollment", width="minmax(24em, 1.4fr)", mono=True),
+    Column("action", "Action", filter=True, badge=True, width="6.5em"),
+    Column("current_status", "Current", filter=True, badge=True, width="11em"),
+    Column("status", "New status", filter=True, badge=True, width="11em"),
+    Column("rule_id", "Rule", filter=True, width="minmax(9em, 1fr)", mono=True),
+    Column("groups", "Groups", width="minmax(8em, 1fr)", mono=True),
+    Column("reason", "Reason / error", width="minmax(14em, 2.6fr)"),
+    Column("transition", "Change", filter=True, hidden=True),
+    Column("warnings", "Data warnings", hidden=True),
+)
+
+
+def decision_cells(decision: Decision) -> dict[str, str | None]:
+    groups = [*(f"+{g}" for g in decision.groups_added), *(f"\u2212{g}" for g in decision.groups_removed)]
+    detail = decision.error if decision.action is Action.ERROR else decision.reason
+    return {
+        "enrollment_id": decision.enrollment_id or "?",
+        "action": decision.action.value,
+        "current_status": decision.current_status or "-",
+        "status": decision.status if decision.status_changes else None,
+        "rule_id": decision.rule_id,
+        "groups": " ".join(groups) or None,
+        "reason": detail,
+        "transition": decision.transition,
+        "warnings": "; ".join(decision.warnings) or None,
+    }
+
+
+def summary_cards(decisions: Sequence[Decision]) -> list[Card]:
+    actions = Counter(d.action for d in decisions)
+    changes = actions[Action.UPDATE]
+    status_changes = sum(1 for d in decisions if d.action is Action.UPDATE and d.status_changes)
+    evaluated = len(decisions) - actions[Action.SKIP]
+    warned = [d for d in decisions if d.warnings]
+    # Order matters: the three numbers and the warnings share the first row, the charts the second.
+    return [
+        StatCard("Enrollments", len(decisions), f"{evaluated:,} evaluated, {actions[Action.SKIP]:,} skipped"),
+        StatCard(
+            "Changes",
+            changes,
+            f"{status_changes:,} status, {changes - status_changes:,} groups only",
+            tone="info" if changes else "muted",
+        ),
+        StatCard(
+            "Errors",
+            actions[Action.ERROR],
+            "could not be evaluated; nothing is sent",
+            tone="bad" if actions[Action.ERROR] else "muted",
+        ),
+        ListCard("Data warnings", warning_items(warned), empty="none", tone="warn" if warned else "muted"),
+        BarsCard("By transition", transition_bars(decisions), filter_key="transition"),
+        BarsCard("Rule hits", rule_bars(decisions), filter_key="rule_id", empty="no rule decided"),
+    ]
+
+
+def transition_bars(decisions: Iterable[Decision]) -> list[Bar]:
+    counts = Counter(d.transition for d in decisions)
+    order = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return [Bar(label, count, _transition_tone(label)) for label, count in order]
+
+
+def rule_bars(decisions: Iterable[Decision]) -> list[Bar]:
+    counts = Counter(d.rule_id for d in decisions if d.rule_id)
+    return [Bar(rule, count, "info") for rule, count in sorted(counts.items(), key=lambda i: (-i[1], i[0]))]
+
+
+def warning_items(warned: Sequence[Decision]) -> list[tuple[str, int | str]]:
+    """Enrollments with warnings, then the number per fact (the text before the colon)."""
+    if not warned:
+        return []
+    per_fact = Counter(w.split(":", 1)[0] for d in warned for w in set(d.warnings))
+    top = sorted(per_fact.items(), key=lambda item: (-item[1], item[0]))[:8]
+    return [("enrollments with warnings", len(warned)), *top]
+
+
+def _transition_tone(label: str) -> Tone:
+    if label == "error":
+        return "bad"
+    if label == "skip" or label.endswith("(unchanged)"):
+        return "muted"
+    return status_tone(label.rsplit("-> ", 1)[-1]) if "->" in label else "info"
+
+
+def status_tone(status: str) -> Tone:
+    return _STATUS_TONES.get(status, "neutral")
+
+
+_STATUS_TONES: dict[str, Tone] = {
+    "ACTIVE": "good", "REJECTED": "bad", "UNENROLLED": "bad", "NEEDS_ACTION": "warn",
+    "PAUSED": "warn", "PENDING": "info", "SUBMITTED": "info", "CREATED": "neutral",
+}  # fmt: skip
+
+
+# --- explanations -------------------------------------------------------------------------
+
+
+def personal_reason_rules(policy: Policy) -> frozenset[str]:
+    """Rule ids whose reason template copies personal data (their reasons are withheld)."""
+    found = {rule.id for rule in policy.rules if PERSONAL_FIELDS.intersection(rule.reason.paths)}
+    if policy.default_reason is not None and PERSONAL_FIELDS.intersection(policy.default_reason.paths):
+        found.add("default")
+    return frozenset(found)
+
+
+def withhold_personal_reasons(decisions: Sequence[Decision], policy: Policy) -> list[Decision]:
+    """``decisions`` with the reasons of ``personal_reason_rules`` replaced by ``WITHHELD``."""
+    rules = personal_reason_rules(policy)
+    if not rules:
+        return list(decisions)
+    return [_withheld(d) if d.rule_id in rules and d.reason else d for d in decisions]
+
+
+def _withheld(decision: Decision) -> Decision:
+    return replace(decision, reason=WITHHELD)
+
+
+def explanation_detail(explanation: Explanation, *, reason_withheld: bool = False) -> Detail:
+    """A row's detail: the decision in one line, data warnings, then each rule in order."""
+    decision = explanation.decision
+    if reason_withheld and decision.reason:
+        decision = _withheld(decision)
+    summary = decision_summary(decision)
+    return Detail(
+        summary=summary,
+        notes=[f"data warning: {w}" for w in explanation.warnings],
+        sections=[explanation_section(explanation)],
+    )
+
+
+def decision_summary(decision: Decision) -> str:
+    """The decision in one plain sentence, for the top of a row's explanation."""
+    if decision.action is Action.SKIP:
+        return f"Skipped: status {decision.current_status} is not one this policy decides."
+    if decision.action is Action.ERROR:
+        return f"Could not be evaluated, nothing is sent: {decision.error}"
+    rule = "the default" if decision.rule_id == "default" else f"rule {decision.rule_id}"
+    if decision.status is None:
+        parts = [f"No rule decided; the status stays {decision.current_status}."]
+    elif decision.status_changes:
+        parts = [f"{decision.current_status} \u2192 {decision.status}, decided by {rule}."]
+    else:
+        parts = [f"Stays {decision.status}, decided by {rule}."]
+    if decision.reason:
+        parts.append(f"Reason: \u201c{decision.reason}\u201d.")
+    if decision.groups_change:
+        changes = [
+            *(f"+{g}" for g in decision.groups_added),
+            *(f"\u2212{g}" for g in decision.groups_removed),
+        ]
+        parts.append(f"Groups: {' '.join(changes)}.")
+    parts.append("A change is sent." if decision.action is Action.UPDATE else "Nothing to send.")
+    return " ".join(parts)
+
+
+def explanation_section(explanation: Explanation, title: str | None = None) -> DetailSection:
+    if explanation.decision.action is Action.SKIP:
+        note = "Skipped: its status is not in the policy's applies_to, so no rule was evaluated."
+        return DetailSection(title, [], note)
+    if not explanation.rules:
+        return DetailSection(title, [], explanation.decision.error or "No rule was evaluated.")
+    return DetailSection(title, [rule_step(rule) for rule in explanation.rules])
+
+
+def rule_step(rule: RuleExplanation) -> RuleStep:
+    verdict: Verdict = "error" if rule.error else ("match" if rule.matched else "no match")
+    reads = [(path, _read_value(path, value), path in rule.missing) for path, value in rule.reads.items()]
+    decided = [(_clip(_compact(step.expression), _EXPRESSION_CLIP), _step_value(step.expression, step.value))
+               for step in rule.decided_by]  # fmt: skip
+    return RuleStep(rule.rule_id, rule.kind, verdict, reads=reads, decided_by=decided, error=rule.error)
+
+
+def _read_value(path: str, value: Any) -> str:
+    if path in PERSONAL_FIELDS:
+        return WITHHELD
+    if path == "devices" and isinstance(value, list):
+        # The whole device list is noise in a table cell: say what there is.
+        kinds = [str(d.get("type")) if isinstance(d, dict) else "?" for d in value]
+        noun = "device" if len(kinds) == 1 else "devices"
+        return f"{len(kinds)} {noun}: {', '.join(kinds)}" if kinds else "no devices"
+    return _clip(_compact(value), _VALUE_CLIP)
+
+
+def _step_value(expression: Any, value: Any) -> str:
+    # A bare {"var": "site.email"} as a condition would show the value itself.
+    if isinstance(expression, dict) and "var" in expression:
+        path = expression["var"]
+        path = path[0] if isinstance(path, list) and path else path
+        if path in PERSONAL_FIELDS:
+            return WITHHELD
+    return _clip(_compact(value), _VALUE_CLIP)
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "\u2026"
+
+
+class ExplainedDecisions:
+    """Explains each decision as it is made, keeping only the compact explanation (a run
+    drops raw enrollments as it goes), then builds the report page.
+
+    Call it with ``(raw, decision)`` for every enrollment in order; the decisions must come
+    from the same policy at the same ``now``.
+    """
+
+    def __init__(self, policy: Policy, now: datetime) -> None:
+        self.policy = policy
+        self.details = DetailTable()
+        self.detail_ids: list[int | None] = []
+        self._explainer = Explainer(policy, now)
+        self._withheld = personal_reason_rules(policy)
+
+    def __call__(self, raw: Any, decision: Decision) -> None:
+        explanation = self._explainer.explain(raw, decision)
+        withheld = decision.rule_id in self._withheld
+        self.detail_ids.append(self.details.add(explanation_detail(explanation, reason_withheld=withheld)))
+
+    def page(self, context: ReportContext, decisions: Sequence[Decision], **kwargs: Any) -> Page:
+        if len(decisions) != len(self.detail_ids):
+            raise ValueError(f"{len(decisions)} decisions but {len(self.detail_ids)} explanations")
+        shown = withhold_personal_reasons(decisions, self.policy)
+        return decisions_page(context, shown, self.details, self.detail_ids, **kwargs)

@@ -1,0 +1,383 @@
+"""Self-contained HTML reports: a header, summary cards, then a table of decision-like rows.
+
+One file, no network: the CSS and JavaScript are inline, the data the scripts need is JSON in
+``<script type="application/json">`` blocks, and the table renders only the rows in view, so a
+report of 100,000 rows opens in a second or two and filters at typing speed. Everything that
+came from the API (enrollment fields, reasons, rule ids, values) is untrusted: the template is
+rendered by Jinja2 with autoescaping, the embedded JSON has ``<``, ``>`` and ``&`` written as
+``\\u003c`` etc. (so ``</script>`` or ``<!--`` in a value cannot end the block), and the page's
+script writes data into the DOM with ``textContent`` only, never as markup.
+
+Building a page (every command's report is one of these; plain data in, a string out)::
+
+    from engine.render.html import (
+        Bar, BarsCard, Column, Detail, DetailSection, DetailTable, ListCard, Page, Row,
+        StatCard, Table, render_page,
+    )
+
+    details = DetailTable()  # explanations, interned: 100,000 of them stay small
+    rows = [Row({"enrollment_id": "e-1", "status": "ACTIVE", "reason": "ok"},
+                detail=details.add(Detail(summary="ACTIVE by approve", sections=[...])))]
+    page = Page(
+        title="Dry-run preview",
+        facts=[("Policy", "Texas battery"), ("Program", "prog-tx"), ("Mode", "dry run")],
+        cards=[StatCard("Enrollments", 1), BarsCard("By transition", [Bar("SUBMITTED -> ACTIVE", 1)],
+               filter_key="transition")],
+        table=Table(columns=[Column("enrollment_id", "Enrollment", mono=True),
+                             Column("status", "Status", filter=True, badge=True),
+                             Column("reason", "Reason", width="minmax(14em, 3fr)")],
+                    rows=rows, details=details, noun="enrollments"),
+    )
+    html_text = render_page(page)
+
+- ``Column(filter=True)`` adds a drop-down of that column's values; ``hidden=True`` makes a
+  filter-only column; ``sort="number"`` sorts numerically (cells are then numbers); every
+  visible text column is searched. A ``BarsCard`` or ``ListCard`` with ``filter_key`` turns its
+  entries into buttons that set that column's filter.
+- ``Detail`` is what a row expands into: a summary line, notes (data warnings), and sections of
+  ``RuleStep`` (rule id, kind, verdict, the values it read, the sub-conditions that decided it).
+  ``explanation_section`` in ``engine.render.decisions_html`` makes a section from an engine
+  ``Explanation``; a diff shows two sections (before/after) in one ``Detail``.
+- ``decisions_page`` (``engine.render.decisions_html``) builds the whole page of a run's
+  decisions; other commands add or replace columns and cards around the same pieces.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Literal
+
+import jinja2
+from markupsafe import Markup
+
+Cell = str | int | float | None
+Tone = Literal["good", "bad", "warn", "info", "neutral", "muted"]
+Verdict = Literal["match", "no match", "error", "skipped"]
+
+__all__ = [
+    "Bar",
+    "BarsCard",
+    "Card",
+    "Cell",
+    "Column",
+    "Detail",
+    "DetailSection",
+    "DetailTable",
+    "ListCard",
+    "Page",
+    "Row",
+    "RuleStep",
+    "StatCard",
+    "Table",
+    "Tone",
+    "Verdict",
+    "render_page",
+    "script_json",
+]
+
+
+# --- the page model -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StatCard:
+    """One number (or short text) with a label and an optional note under it."""
+
+    label: str
+    value: int | str
+    note: str | None = None
+    tone: Tone = "neutral"
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    label: str
+    value: int
+    tone: Tone = "neutral"
+
+
+@dataclass(frozen=True, slots=True)
+class BarsCard:
+    """A horizontal bar chart drawn with CSS; ``filter_key`` makes each bar filter the table."""
+
+    label: str
+    bars: Sequence[Bar]
+    filter_key: str | None = None
+    empty: str = "nothing to show"
+
+
+@dataclass(frozen=True, slots=True)
+class ListCard:
+    """Label/value lines (data warnings, change states); ``filter_key`` as for ``BarsCard``."""
+
+    label: str
+    items: Sequence[tuple[str, int | str]]
+    filter_key: str | None = None
+    empty: str = "none"
+    tone: Tone = "neutral"
+
+
+Card = StatCard | BarsCard | ListCard
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A table column. ``key`` names the cell in each ``Row``."""
+
+    key: str
+    label: str
+    filter: bool = False
+    hidden: bool = False  # filter-only (e.g. the transition a bar chart filters by)
+    sort: Literal["text", "number"] = "text"
+    width: str = "minmax(8em, 1fr)"  # a CSS grid track
+    mono: bool = False
+    badge: bool = False  # statuses and actions: drawn as coloured pills
+
+
+@dataclass(frozen=True, slots=True)
+class RuleStep:
+    """One evaluated rule in an explanation."""
+
+    rule_id: str
+    kind: str  # "rule" | "group" | anything the caller means
+    verdict: Verdict
+    reads: Sequence[tuple[str, str, bool]] = ()  # (path, value as JSON text, missing)
+    decided_by: Sequence[tuple[str, str]] = ()  # (sub-condition as JSON text, its value), outermost first
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DetailSection:
+    title: str | None
+    steps: Sequence[RuleStep]
+    note: str | None = None  # shown when there are no steps
+
+
+@dataclass(frozen=True, slots=True)
+class Detail:
+    """What a row expands into."""
+
+    summary: str | None = None
+    notes: Sequence[str] = ()
+    sections: Sequence[DetailSection] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    cells: Mapping[str, Cell]
+    detail: int | None = None  # an id from the table's DetailTable
+
+
+class DetailTable:
+    """Row explanations, interned as they are added: equal strings, rule steps and whole
+    details are stored once, so memory and file size grow with what differs between rows."""
+
+    def __init__(self) -> None:
+        self._strings = _Interner()
+        self._steps: dict[tuple[Any, ...], int] = {}
+        self._details: dict[tuple[Any, ...], int] = {}
+
+    def __len__(self) -> int:
+        return len(self._details)
+
+    def add(self, detail: Detail) -> int:
+        """Store ``detail``; the id to put in ``Row.detail``."""
+        text = self._strings.id
+        sections = tuple(
+            (text(section.title), tuple(self._step(step) for step in section.steps), text(section.note))
+            for section in detail.sections
+        )
+        key = (text(detail.summary), tuple(text(note) for note in detail.notes), sections)
+        return self._details.setdefault(key, len(self._details))
+
+    def _step(self, step: RuleStep) -> int:
+        text = self._strings.id
+        reads = tuple(
+            x for path, value, missing in step.reads for x in (text(path), text(value), int(missing))
+        )
+        decided = tuple(x for expression, value in step.decided_by for x in (text(expression), text(value)))
+        verdict = _VERDICTS.index(step.verdict)
+        key = (text(step.rule_id), text(step.kind), verdict, reads, decided, text(step.error))
+        return self._steps.setdefault(key, len(self._steps))
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON the page's script reads (lazily, on the first expanded row)."""
+        return {
+            "strings": self._strings.values,
+            "steps": [
+                [rule, kind, verdict, list(reads), list(decided), error]
+                for rule, kind, verdict, reads, decided, error in self._steps
+            ],
+            "details": [
+                [summary, list(notes), [[title, list(steps), note] for title, steps, note in sections]]
+                for summary, notes, sections in self._details
+            ],
+        }
+
+
+_VERDICTS: tuple[Verdict, ...] = ("no match", "match", "error", "skipped")
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    columns: Sequence[Column]
+    rows: Sequence[Row]
+    details: DetailTable | None = None
+    noun: str = "rows"  # "Showing 12 of 40 enrollments"
+    empty: str = "Nothing to show."
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    title: str
+    facts: Sequence[tuple[str, str]] = ()  # the header's label/value pairs
+    cards: Sequence[Card] = ()
+    table: Table | None = None
+    notes: Sequence[str] = field(default_factory=tuple)  # plain sentences under the header
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def render_page(page: Page) -> str:
+    """The page as one self-contained HTML document."""
+    table = page.table
+    assets = _assets()
+    return _template().render(
+        page=page,
+        style=assets.style,
+        script=assets.script,
+        script_hash=assets.script_hash,
+        cards=[_card_view(card) for card in page.cards],
+        table_json=script_json(_table_payload(table)) if table is not None else None,
+        details_json=script_json(table.details.payload()) if table and table.details else None,
+    )
+
+
+def script_json(value: Any) -> Markup:
+    """JSON safe inside ``<script type="application/json">``: ``<``, ``>``, ``&`` and the
+    JavaScript line separators are ``\\u`` escapes, so no value can close the block or open a
+    comment, and ``JSON.parse`` of the element's text gives ``value`` back."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    for char, escape in _SCRIPT_ESCAPES:
+        text = text.replace(char, escape)
+    return Markup(text)  # noqa: S704 - every character that could end the block is escaped above
+
+
+_SCRIPT_ESCAPES = (
+    ("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"),
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class _Assets:
+    style: Markup
+    script: Markup
+    script_hash: str  # the page's Content-Security-Policy lets only this script run
+
+
+@lru_cache(maxsize=1)
+def _assets() -> _Assets:
+    folder = resources.files("engine.render") / "templates"
+    style = (folder / "report.css").read_text(encoding="utf-8")
+    script = (folder / "report.js").read_text(encoding="utf-8")
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+    # Our own files, shipped in the package: markup by design, nothing from the data.
+    return _Assets(Markup(style), Markup(script), f"sha256-{digest}")  # noqa: S704
+
+
+@lru_cache(maxsize=1)
+def _template() -> jinja2.Template:
+    # Built on first use, never at import; autoescaping on for everything the template prints.
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("engine.render", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return environment.get_template("report.html.j2")
+
+
+def _card_view(card: Card) -> dict[str, Any]:
+    if isinstance(card, StatCard):
+        value = f"{card.value:,}" if isinstance(card.value, int) else card.value
+        return {"kind": "stat", "label": card.label, "value": value, "note": card.note, "tone": card.tone}
+    if isinstance(card, BarsCard):
+        top = max((bar.value for bar in card.bars), default=0) or 1
+        bars = [
+            {
+                "label": b.label,
+                "value": f"{b.value:,}",
+                "tone": b.tone,
+                "percent": round(100 * b.value / top, 1),
+            }
+            for b in card.bars
+        ]
+        return {
+            "kind": "bars",
+            "label": card.label,
+            "bars": bars,
+            "filter": card.filter_key,
+            "empty": card.empty,
+        }
+    items = [(label, f"{value:,}" if isinstance(value, int) else value) for label, value in card.items]
+    return {
+        "kind": "list", "label": card.label, "entries": items, "filter": card.filter_key,
+        "empty": card.empty, "tone": card.tone,
+    }  # fmt: skip
+
+
+def _table_payload(table: Table) -> dict[str, Any]:
+    """Rows as one flat array (``len(columns) + 1`` numbers per row, the last the detail id);
+    text cells are indexes into ``strings`` (-1 for none), numeric columns hold numbers."""
+    strings = _Interner()
+    columns = list(table.columns)
+    numeric = [column.sort == "number" for column in columns]
+    cells: list[int | float | None] = []
+    for row in table.rows:
+        for column, is_number in zip(columns, numeric, strict=True):
+            value = row.cells.get(column.key)
+            if is_number:
+                cells.append(value if isinstance(value, int | float) else None)
+            else:
+                cells.append(strings.id(None if value is None else str(value)))
+        cells.append(-1 if row.detail is None else row.detail)
+    return {
+        "columns": [
+            {
+                "key": c.key, "label": c.label, "filter": c.filter, "hidden": c.hidden, "sort": c.sort,
+                "width": c.width, "mono": c.mono, "badge": c.badge,
+            }
+            for c in columns
+        ],
+        "strings": strings.values,
+        "cells": cells,
+        "noun": table.noun,
+        "empty": table.empty,
+    }  # fmt: skip
+
+
+class _Interner:
+    """Each distinct string once; ``None`` is -1."""
+
+    __slots__ = ("_ids", "values")
+
+    def __init__(self) -> None:
+        self._ids: dict[str, int] = {}
+        self.values: list[str] = []
+
+    def id(self, text: str | None) -> int:
+        if text is None:
+            return -1
+        found = self._ids.get(text)
+        if found is None:
+            found = self._ids[text] = len(self.values)
+            self.values.append(text)
+        return found
