@@ -17,7 +17,7 @@ from engine.errors import InputError
 from engine.flip.client import ApiSettings, FlipClient
 from engine.policy.document import Policy, load_policy_text
 from engine.policy.explain import Explanation, explain
-from engine.runs.service import ProgressCallback, RunReport, RunService, RunSettings
+from engine.runs.service import EvaluatedCallback, ProgressCallback, RunReport, RunService, RunSettings
 from engine.store import DecisionRecord, PolicyVersionRecord, Store
 from engine.store.locks import ProgramLock, acquire_program_lock
 
@@ -56,6 +56,7 @@ def run_policy(
     program_id: str | None = None,
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
+    on_evaluated: EvaluatedCallback | None = None,
 ) -> RunReport:
     """One run with the real client and store."""
     with open_client(config) as client, open_store(config) as store:
@@ -66,8 +67,9 @@ def run_policy(
                 yield lock
 
         service = RunService(
-            policy, client, store, settings, lock_factory=lock_factory, progress=progress, stop=stop
-        )
+            policy, client, store, settings, lock_factory=lock_factory, progress=progress, stop=stop,
+            on_evaluated=on_evaluated,
+        )  # fmt: skip
         return service.run(program_id)
 
 

@@ -30,6 +30,9 @@ from engine.policy.evaluator import Evaluator
 from engine.runs.ports import DecisionStore, FlipApi, Outcome, PlannedChangeLike, ProgramLockLike
 
 ProgressCallback = Callable[[str, int, int], None]
+# Sees each raw enrollment with its decision as the list streams in (the HTML report explains
+# them there: the run keeps no raw enrollment).
+EvaluatedCallback = Callable[[dict[str, Any], Decision], None]
 LockFactory = Callable[[str, str], AbstractContextManager[ProgramLockLike]]
 
 
@@ -121,6 +124,7 @@ class RunService:
         lock_factory: LockFactory | None = None,
         progress: ProgressCallback | None = None,
         stop: threading.Event | None = None,
+        on_evaluated: EvaluatedCallback | None = None,
     ) -> None:
         self.policy = policy
         self.api = api
@@ -130,6 +134,7 @@ class RunService:
         self.progress = progress or (lambda _stage, _done, _total: None)
         self.stop = stop or threading.Event()
         self._lock_factory = lock_factory
+        self._on_evaluated = on_evaluated
         self.crash_point = _CrashHook(settings.crash_at)
         self._lease = _LeaseKeeper(None)
         # Shared by the apply threads: native sessions are per thread inside the engine.
@@ -212,9 +217,13 @@ class RunService:
         soon as they are evaluated, so memory grows with the (small) decisions only.
         """
         evaluator = self._evaluator
+        observe = self._on_evaluated
         decisions = []
         for raw in self.api.iter_enrollment_dicts(program):
-            decisions.append(evaluator.evaluate(raw))
+            decision = evaluator.evaluate(raw)
+            decisions.append(decision)
+            if observe is not None:
+                observe(raw, decision)
             if len(decisions) % 1000 == 0:
                 self.progress("evaluating", len(decisions), 0)
         self.progress("evaluating", len(decisions), len(decisions))

@@ -20,7 +20,7 @@ from postgres_databases import fresh_postgres_database
 
 from engine.flip.client import ApiSettings, FlipClient, Secret
 from engine.policy.document import Policy, load_policy
-from engine.runs.service import ProgressCallback, RunService, RunSettings
+from engine.runs.service import EvaluatedCallback, ProgressCallback, RunService, RunSettings
 from engine.sandbox.generator import CA_EV_PROGRAM, TX_BATTERY_PROGRAM
 from engine.sandbox.simulator import FaultConfig, Simulator, SimulatorConfig
 from engine.store import ProgramLock, Store, acquire_program_lock
@@ -166,6 +166,7 @@ class Pipeline:
         client: FlipClient | None = None,
         progress: ProgressCallback | None = None,
         stop: threading.Event | None = None,
+        on_evaluated: EvaluatedCallback | None = None,
         **settings: Any,
     ) -> RunService:
         settings.setdefault("now", NOW)
@@ -183,6 +184,7 @@ class Pipeline:
             lock_factory=lock_factory_for(self.store),
             progress=record,
             stop=stop,
+            on_evaluated=on_evaluated,
         )
 
     def run(self, policy: Policy, **kwargs: Any) -> Any:
