@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _common import BENCH_DIR, NOW, PROGRAM_ID, REPO, load_line, load_records, machine_line
+from _common import BENCH_DIR, NOW, PROGRAM_ID, load_line, load_records, machine_line
 
 from engine.policy.document import load_policy
 from engine.policy.evaluator import Evaluator
@@ -43,16 +43,24 @@ ACTIONS: list[tuple[str, str]] = [
 ]
 
 HELPERS = """
+window.firstId = document.querySelector('#rows .row').children[0].textContent.slice(1);
 window.benchAct = function (code) {
   function select(key, label) {
     var s = document.querySelector('select[data-col=' + key + ']');
-    for (var i = 0; i < s.options.length; i++) if (s.options[i].text.startsWith(label + ' (')) s.value = s.options[i].value;
+    for (var i = 0; i < s.options.length; i++) {
+      if (s.options[i].text.startsWith(label + ' (')) s.value = s.options[i].value;
+    }
     s.dispatchEvent(new Event('change'));
   }
   function clear() { document.getElementById('reset').click(); }
-  function search(text) { var q = document.getElementById('search'); q.value = text; q.dispatchEvent(new Event('input')); }
+  function search(text) {
+    var q = document.getElementById('search');
+    q.value = text;
+    q.dispatchEvent(new Event('input'));
+  }
   function sort(label) {
-    Array.from(document.querySelectorAll('.grid-head button')).find(b => b.textContent.startsWith(label)).click();
+    var buttons = Array.from(document.querySelectorAll('.grid-head button'));
+    buttons.find(b => b.textContent.startsWith(label)).click();
   }
   function expand() { document.querySelector('#rows .row').click(); }
   var start = performance.now();
@@ -110,12 +118,12 @@ def measure_browser(path: Path, repeat: int) -> dict[str, Any]:
                 opens.append(time.perf_counter() - start)
                 ready.append(page.evaluate("window.reportReadyAt") / 1000)
                 page.evaluate(HELPERS)
-                page.evaluate("window.firstId = document.querySelector('#rows .row').children[0].textContent.slice(1)")
                 for name, code in ACTIONS:
                     elapsed, shown, rows = page.evaluate("code => window.benchAct(code)", code)
                     actions[name].append(elapsed / 1000)
                     notes[name] = f"{shown:,} rows match, {rows} in the DOM"
-                notes["JS heap (MB)"] = page.evaluate("performance.memory ? performance.memory.usedJSHeapSize / 1e6 : -1")
+                heap = "performance.memory ? performance.memory.usedJSHeapSize / 1e6 : -1"
+                notes["JS heap (MB)"] = page.evaluate(heap)
                 context.close()
         finally:
             browser.close()
@@ -125,13 +133,15 @@ def measure_browser(path: Path, repeat: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
-    parser.add_argument("--policy", type=Path, default=REPO / "rules" / "tx_residential_battery.yaml")
+    parser.add_argument("--policy", type=Path, default=Path("rules/tx_residential_battery.yaml"))
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--results", default=None, help="output file (default bench/results/html-DATE.txt; - for none)")
+    parser.add_argument(
+        "--results", default=None, help="output file (default bench/results/html-DATE.txt; - for none)"
+    )
     args = parser.parse_args()
 
     lines = [
-        f"bench_html: {args.records:,} decisions, policy {args.policy.relative_to(REPO)}, {args.repeat} opens",
+        f"bench_html: {args.records:,} decisions, policy {args.policy}, {args.repeat} opens",
         machine_line(),
         f"chromium: {shutil.which('chromium')}",
         f"start: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {load_line()}",
@@ -154,7 +164,8 @@ def main() -> None:
     output = "\n".join(lines)
     print(output)
     if args.results != "-":
-        target = Path(args.results) if args.results else BENCH_DIR / "results" / f"html-{datetime.now(UTC):%Y-%m-%d}.txt"
+        default = BENCH_DIR / "results" / f"html-{datetime.now(UTC):%Y-%m-%d}.txt"
+        target = Path(args.results) if args.results else default
         target.write_text(output + "\n", encoding="utf-8")
 
 
