@@ -1,0 +1,108 @@
+"""The parser and the one place where library errors become messages and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from engine.cli import policy_cmds, run_cmds, sandbox_cmds, store_cmds
+from engine.cli.options import Commands
+from engine.cli.shared import (
+    EXIT_ABORTED,
+    EXIT_AUTH,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_SERVICE,
+    EXIT_USAGE,
+    err,
+)
+
+Handler = Callable[[argparse.Namespace], int]
+
+# Every command, in the order ``--help`` lists them. A new command is a module with an
+# ``add_NAME(commands)`` function that sets ``handler``; list it here.
+COMMANDS: tuple[Callable[[Commands], None], ...] = (
+    policy_cmds.add_validate,
+    policy_cmds.add_test,
+    policy_cmds.add_explain,
+    run_cmds.add_run,
+    policy_cmds.add_schema,
+    sandbox_cmds.add_sandbox,
+    sandbox_cmds.add_demo,
+    store_cmds.add_runs,
+    store_cmds.add_history,
+    store_cmds.add_db,
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")  # odd data must never crash the output
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging()
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return EXIT_USAGE
+    return _run_handler(handler, args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autoapprove",
+        description="Rule-based auto-approval of Flip utility program enrollments.",
+        epilog="Exit codes: 0 ok, 1 policy/test/apply failures, 2 usage or input errors, "
+        "3 API key refused, 4 program locked by another run, 5 safety limit, 6 API or "
+        "database failure, 130 interrupted.",
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for add_command in COMMANDS:
+        add_command(commands)
+    return parser
+
+
+def _run_handler(handler: Handler, args: argparse.Namespace) -> int:
+    from engine import errors
+
+    try:
+        return handler(args)
+    except errors.PolicyError as exc:
+        for problem in exc.problems:
+            err(str(problem))
+        return EXIT_FAILED
+    except errors.InputError as exc:
+        err(f"error: {exc}")
+        return EXIT_USAGE
+    except errors.ApiAuthError as exc:
+        err(f"error: the Flip API refused the key: {exc}")
+        return EXIT_AUTH
+    except errors.LockHeldError as exc:
+        err(f"error: {exc}")
+        return EXIT_LOCKED
+    except errors.RunAborted as exc:
+        err(f"error: nothing was applied: {exc}")
+        return EXIT_ABORTED
+    except (errors.ApiError, errors.StoreError) as exc:
+        err(f"error: {exc}")
+        return EXIT_SERVICE
+    except errors.AutoapproveError as exc:
+        err(f"error: {exc}")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        err("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+def _configure_logging() -> None:
+    """Warnings (retries, waits) as plain lines on stderr; the library never configures logging."""
+    import logging
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

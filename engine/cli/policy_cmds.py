@@ -1,0 +1,158 @@
+"""Commands for policy authors: validate, test, explain, schema."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from engine.cli.options import Commands, add_db_option, add_now
+from engine.cli.shared import (
+    DEFAULT_RULES_DIR,
+    EXIT_FAILED,
+    EXIT_OK,
+    app_config,
+    err,
+    out,
+    policy_files,
+    utc_now,
+)
+
+
+def add_validate(commands: Commands) -> None:
+    cmd = commands.add_parser("validate", help="check policy files: errors and warnings",
+                              description="Check policy files (or folders of them).")  # fmt: skip
+    cmd.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="files or folders (default: rules/)")
+    cmd.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    cmd.set_defaults(handler=cmd_validate)
+
+
+def add_test(commands: Commands) -> None:
+    cmd = commands.add_parser("test", help="run policy test files (*.test.yaml)",
+                              description="Run policy test files and report pass/fail per case.")  # fmt: skip
+    cmd.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="files or folders (default: rules/)")
+    cmd.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
+    cmd.set_defaults(handler=cmd_test)
+
+
+def add_explain(commands: Commands) -> None:
+    cmd = commands.add_parser(
+        "explain",
+        help="explain why enrollments get their decision",
+        description="With --rules and --input: each rule in order, what it read, what decided it. "
+        "With ENROLLMENT_ID alone: the latest stored decision for that enrollment.",
+    )
+    cmd.add_argument("stored_id", nargs="?", metavar="ENROLLMENT_ID", help="explain the stored decision")
+    cmd.add_argument("--rules", type=Path, metavar="POLICY", help="the policy file")
+    cmd.add_argument("--input", type=Path, metavar="FILE", help="enrollments JSON file")
+    cmd.add_argument("--id", dest="enrollment_id", metavar="ENROLLMENT_ID", help="only this enrollment")
+    add_now(cmd)
+    add_db_option(cmd)
+    cmd.set_defaults(handler=cmd_explain)
+
+
+def add_schema(commands: Commands) -> None:
+    cmd = commands.add_parser("schema", help="print the JSON Schema of policy files",
+                              description="Print the JSON Schema of policy files.")  # fmt: skip
+    cmd.set_defaults(handler=cmd_schema)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from engine.errors import PolicyError
+    from engine.policy.document import load_policy
+    from engine.policy.lint import lint_policy
+
+    files = policy_files(args.paths)
+    errors = warnings = 0
+    for path in files:
+        try:
+            policy = load_policy(path)
+        except PolicyError as exc:
+            errors += len(exc.problems)
+            for problem in exc.problems:
+                out(str(problem))
+            continue
+        problems = lint_policy(policy)
+        warnings += len(problems)
+        for problem in problems:
+            out(str(problem))
+        rules, groups = len(policy.rules), len(policy.groups)
+        out(f"{path}: ok ({rules} rules, {groups} group rules, {len(problems)} warnings)")
+    out(f"{len(files)} files, {errors} errors, {warnings} warnings")
+    return EXIT_FAILED if errors or (args.strict and warnings) else EXIT_OK
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from engine.errors import PolicyError
+    from engine.policy.testfile import find_test_files, run_test_file
+    from engine.render.text import render_test_results
+
+    files = find_test_files(list(args.paths) or [DEFAULT_RULES_DIR])
+    if not files:
+        err("no *.test.yaml files found")
+        return EXIT_FAILED
+    results = []
+    broken = 0
+    for path in files:
+        try:
+            results.append(run_test_file(path))
+        except PolicyError as exc:
+            broken += 1
+            for problem in exc.problems:
+                out(str(problem))
+    out(render_test_results(results, verbose=args.verbose))
+    failed = broken or any(r.failed for r in results)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from engine.errors import InputError
+
+    if args.stored_id and not (args.rules or args.input):
+        return _explain_stored(args)
+    if not (args.rules and args.input):
+        raise InputError("explain needs --rules and --input, or an ENROLLMENT_ID of a stored decision")
+    return _explain_file(args)
+
+
+def _explain_file(args: argparse.Namespace) -> int:
+    from engine.errors import InputError
+    from engine.flip.files import read_enrollments_file
+    from engine.policy.document import load_policy
+    from engine.policy.explain import explain
+    from engine.render.text import render_explanation
+
+    policy = load_policy(args.rules)
+    enrollments = read_enrollments_file(args.input)
+    wanted = args.enrollment_id or args.stored_id
+    if wanted:
+        enrollments = [e for e in enrollments if isinstance(e, dict) and e.get("id") == wanted]
+        if not enrollments:
+            raise InputError(f"{args.input}: no enrollment with id {wanted!r}")
+    now = args.now or utc_now()
+    for raw in enrollments:
+        out(render_explanation(explain(policy, raw, now)))
+        out("")
+    return EXIT_OK
+
+
+def _explain_stored(args: argparse.Namespace) -> int:
+    from engine.bootstrap import explain_stored
+    from engine.render.text import render_explanation, render_stored_decision
+
+    found = explain_stored(app_config(args), args.stored_id)
+    out(render_stored_decision(found.record, found.version))
+    if found.replay is not None:
+        since = "unchanged" if found.facts_unchanged else "CHANGED"
+        out(f"\nReplayed with the stored policy at the stored time; the facts it reads are {since} since:")
+        out(render_explanation(found.replay))
+    elif found.note:
+        out(f"  ({found.note})")
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from engine.policy.document import policy_json_schema
+
+    out(json.dumps(policy_json_schema(), indent=2))
+    return EXIT_OK

@@ -1,0 +1,121 @@
+"""What every command shares: exit codes, output lines, the progress bar, the rendered decisions
+and the configuration built from the arguments and the environment.
+
+Exit codes (also in the README):
+  0  success
+  1  policy errors, failing policy tests, or live changes that failed
+  2  usage or input errors (bad arguments, unreadable or malformed files)
+  3  the Flip API refused the key (401/403)
+  4  another run holds this program's lock
+  5  a safety limit stopped a live run before anything was applied
+  6  the Flip API or the database failed (after retries)
+  130 interrupted
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.policy.decision import Decision
+    from engine.policy.document import Policy
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_AUTH = 3
+EXIT_LOCKED = 4
+EXIT_ABORTED = 5
+EXIT_SERVICE = 6
+EXIT_INTERRUPTED = 130
+
+DEFAULT_RULES_DIR = Path("rules")
+
+
+def out(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def err(text: str) -> None:
+    sys.stderr.write(text if text.endswith("\n") else text + "\n")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def environ() -> dict[str, str]:
+    return dict(os.environ)
+
+
+def policy_files(paths: list[Path]) -> list[Path]:
+    from engine.errors import InputError
+
+    found: list[Path] = []
+    for path in paths or [DEFAULT_RULES_DIR]:
+        if path.is_dir():
+            found.extend(p for p in sorted(path.rglob("*.yaml")) if not p.name.endswith(".test.yaml"))
+        elif path.exists():
+            found.append(path)
+        else:
+            raise InputError(f"{path}: no such file or folder")
+    return found
+
+
+def app_config(args: argparse.Namespace) -> Any:
+    from engine.bootstrap import AppConfig
+
+    overrides: dict[str, Any] = {}
+    if getattr(args, "max_rps", None):
+        overrides["max_requests_per_s"] = args.max_rps
+    env = environ()
+    key_file = env.get("FLIP_API_KEY_FILE")
+    return AppConfig(
+        environ=env,
+        db_url=getattr(args, "db", None),
+        secrets_file=Path(key_file) if key_file else None,
+        api_overrides=overrides,
+        lock_ttl_s=getattr(args, "lock_ttl", 300.0),
+    )
+
+
+class Progress:
+    """A progress bar on a terminal; plain log lines every 10% otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last: tuple[str, int] = ("", -1)
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if total <= 0:
+            if self.tty:
+                sys.stderr.write(f"\r{stage}: {done}")
+            return
+        percent = done * 100 // total
+        if self.tty:
+            bar = "#" * (percent // 4)
+            sys.stderr.write(f"\r{stage:<11} [{bar:<25}] {done}/{total}")
+            if done == total:
+                sys.stderr.write("\n")
+        elif (stage, percent // 10) != self.last:
+            self.last = (stage, percent // 10)
+            err(f"{stage}: {done}/{total} ({percent}%)")
+
+
+def render_decisions(
+    decisions: list[Decision], policy: Policy, fmt: str, *, show_unchanged: bool = False
+) -> str:
+    from engine.render.text import render_csv, render_json, render_table
+
+    if fmt == "json":
+        return render_json(decisions)
+    if fmt == "csv":
+        return render_csv(decisions)
+    label = policy.name or policy.program_id
+    header = f"Policy {label} ({policy.version or 'unversioned'}, {policy.content_hash[:12]})"
+    return header + "\n" + render_table(decisions, show_unchanged=show_unchanged)
