@@ -170,6 +170,12 @@ def render_run_footer(report: Any) -> str:
     if report.live:
         states = ", ".join(f"{state} {count}" for state, count in sorted(report.change_states.items()))
         lines.append(f"  changes: {states or 'none needed'}")
+        if report.held:
+            lines.append(
+                f"  held {len(report.held)} move(s) out of ACTIVE (not in the policy's "
+                "limits.allow_leaving_active; review them in the Flip dashboard):"
+            )
+            lines.extend(f"    {held.enrollment_id}: ACTIVE -> {held.status}" for held in report.held)
     else:
         needed = sum(1 for d in report.decisions if d.action is Action.UPDATE)
         lines.append(f"  {needed} change(s) would be sent; nothing was sent (dry run)")

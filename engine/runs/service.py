@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.errors import ApiAuthError, ApiError, ApiRetryableError, AutoapproveError, RunAborted
 from engine.flip.models import EnrollmentPatch
@@ -34,6 +34,8 @@ ProgressCallback = Callable[[str, int, int], None]
 # them there: the run keeps no raw enrollment).
 EvaluatedCallback = Callable[[dict[str, Any], Decision], None]
 LockFactory = Callable[[str, str], AbstractContextManager[ProgramLockLike]]
+Clock = Callable[[], float]  # monotonic seconds
+T = TypeVar("T")
 
 
 def default_holder() -> str:
@@ -53,6 +55,14 @@ class RunSettings:
     crash_at: str | None = None  # test hook: hard exit at a named step ("in_flight", "in_flight:3")
 
 
+@dataclass(frozen=True)
+class HeldChange:
+    """A planned move out of ACTIVE that the policy's ``allow_leaving_active`` kept back."""
+
+    enrollment_id: str
+    status: str | None
+
+
 @dataclass
 class RunReport:
     """What a run did, for the preview and the exit code."""
@@ -67,6 +77,7 @@ class RunReport:
     missing_groups: list[str] = field(default_factory=list)
     created_groups: list[str] = field(default_factory=list)
     recovered: int = 0
+    held: list[HeldChange] = field(default_factory=list)  # moves out of ACTIVE the policy does not allow
 
     @property
     def failed(self) -> int:
@@ -75,21 +86,33 @@ class RunReport:
 
 
 class _LeaseKeeper:
-    """Renews the program lock's lease well before it expires during a long run."""
+    """Renews the program lock's lease well before it expires during a long run.
 
-    def __init__(self, lock: Any, every_s: float = 60.0) -> None:
+    ``keep`` is cheap (one clock read) and is called at every step of every long stage:
+    listing and evaluating, reconciling, storing and applying.
+    """
+
+    def __init__(self, lock: Any, clock: Clock = time.monotonic, every_s: float = 60.0) -> None:
         expires_at = getattr(lock, "expires_at", None)
         if isinstance(expires_at, datetime):  # renew well before a short lease runs out
             remaining = (expires_at - datetime.now(UTC)).total_seconds()
             every_s = min(every_s, max(remaining / 3, 0.1))
         self.lock = lock
+        self.clock = clock
         self.every_s = every_s
-        self.last = time.monotonic()
+        self.last = clock()
 
     def keep(self) -> None:
-        if self.lock is not None and time.monotonic() - self.last >= self.every_s:
+        if self.lock is not None and self.clock() - self.last >= self.every_s:
             self.lock.renew()
-            self.last = time.monotonic()
+            self.last = self.clock()
+
+    def renewing(self, items: Iterable[T]) -> Iterator[T]:
+        """``items``, keeping the lease as they are consumed (the store consumes a batch
+        before it opens the batch's transaction, so no renewal happens inside one)."""
+        for item in items:
+            self.keep()
+            yield item
 
 
 class _CrashHook:
@@ -125,6 +148,7 @@ class RunService:
         progress: ProgressCallback | None = None,
         stop: threading.Event | None = None,
         on_evaluated: EvaluatedCallback | None = None,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.policy = policy
         self.api = api
@@ -136,7 +160,8 @@ class RunService:
         self._lock_factory = lock_factory
         self._on_evaluated = on_evaluated
         self.crash_point = _CrashHook(settings.crash_at)
-        self._lease = _LeaseKeeper(None)
+        self._clock = clock
+        self._lease = _LeaseKeeper(None, clock)
         # Shared by the apply threads: native sessions are per thread inside the engine.
         self._evaluator = Evaluator(policy, self.now, trace=False)
 
@@ -150,7 +175,7 @@ class RunService:
             return self._run(program, lock)
 
     def _run(self, program: str, lock: ProgramLockLike | None) -> RunReport:
-        self._lease = _LeaseKeeper(lock)
+        self._lease = _LeaseKeeper(lock, self._clock)
         token = lock.fencing_token if lock is not None else None
         version_id = self.store.save_policy_version(
             program,
@@ -170,7 +195,8 @@ class RunService:
                 self.store.interrupt_running_runs(program, except_run_id=run_id, fencing_token=token)
                 report.recovered = self._reconcile(program, run_id, token)
             report.decisions = self._list_and_evaluate(program)
-            self.store.add_decisions(run_id, program, report.decisions, fencing_token=token)
+            decisions = self._lease.renewing(report.decisions)
+            self.store.add_decisions(run_id, program, decisions, fencing_token=token)
             self.crash_point("after_planning")
             self._find_missing_groups(program, report)
             if self.settings.live:
@@ -220,6 +246,7 @@ class RunService:
         observe = self._on_evaluated
         decisions = []
         for raw in self.api.iter_enrollment_dicts(program):
+            self._lease.keep()
             decision = evaluator.evaluate(raw)
             decisions.append(decision)
             if observe is not None:
@@ -251,6 +278,7 @@ class RunService:
         leftovers = self.store.open_changes(program, before_run_id=run_id)
         superseded: list[int] = []
         for change in leftovers:
+            self._lease.keep()
             # A failed_retryable change may have taken effect too: a PATCH that timed out or
             # lost its connection after the API applied it. Re-check it like one in flight,
             # so its history says it was applied instead of "re-planned".
@@ -283,8 +311,11 @@ class RunService:
         decisions = {d.enrollment_id: d for d in report.decisions if d.action is Action.UPDATE}
         to_send, held = self._guard_active(planned, decisions)
         for change, reason in held:
+            self._lease.keep()
             self.store.record_outcome(change.decision_id, "held", fencing_token=token, error_message=reason)
             report.change_states["held"] += 1
+            decision = decisions.get(change.enrollment_id)
+            report.held.append(HeldChange(change.enrollment_id, decision.status if decision else None))
         self._circuit_breakers(run_id, report, to_send, token)
         self._create_missing_groups(report.program_id, report)
         self._send_all(to_send, decisions, report, token)
@@ -343,9 +374,12 @@ class RunService:
         for done, state in enumerate(applier.send(changes), start=1):
             report.change_states[state] += 1
             self.progress("applying", done, total)
-            self._lease.keep()
         if applier.auth_error is not None:
             raise applier.auth_error
+
+    def keep_lease(self) -> None:
+        """Renew the program lock's lease when it is due (cheap to call often)."""
+        self._lease.keep()
 
     def stale_reason(self, change: PlannedChangeLike, planned: Decision | None) -> str | None:
         """Why the planned change must not be sent now, or None when it still stands."""
@@ -409,6 +443,7 @@ class _Applier:
                     if not pending:
                         return
                     finished, pending = wait(pending, timeout=self.FLUSH_AFTER_S, return_when=FIRST_COMPLETED)
+                    self.service.keep_lease()  # also while a slow request holds every worker
                     for future in finished:
                         outcome = future.result()
                         if outcome is not None:

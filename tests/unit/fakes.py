@@ -1,0 +1,567 @@
+"""In-memory fakes of the run service's ports (``engine.runs.ports``): the Flip API, the
+decision store and the program lock, sharing one settable clock.
+
+They keep the rules the real adapters keep where the service relies on them (a final change
+state never moves again, writes with a stale fencing token or an expired lease are refused,
+a second holder of a program's lock is refused), so a unit test fails when the service
+breaks a promise, not only when it crashes. Every call (lease renewals included) is logged
+in order in ``World.calls``, so a test can ask, for example, whether the lease was renewed
+between the first and the last enrollment listed. Slow work is simulated by moving the
+shared clock (``step_s``: per enrollment listed, per request, per decision stored).
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from engine.errors import LockHeldError, StoreError
+from engine.flip.models import EnrollmentPatch, Group
+from engine.policy.decision import Action, Decision
+from engine.policy.document import Policy
+from engine.runs.ports import Outcome
+from engine.runs.service import RunService, RunSettings
+
+OPEN_STATES = frozenset({"planned", "in_flight", "failed_retryable", "deferred"})
+MOVABLE_STATES = OPEN_STATES | {"held"}
+FINAL_STATES = frozenset({"applied", "recovered", "failed_permanent", "superseded"})
+OUTCOME_STATES = FINAL_STATES | {"failed_retryable", "deferred", "held"}
+
+Hook = Callable[[str, str], None]  # (call, enrollment or program id), before the call acts
+
+
+class FakeClock:
+    """Monotonic seconds that only move when a test (or a fake doing slow work) says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.now += seconds
+
+
+@dataclass
+class World:
+    """What the fakes share: the clock and the log of calls."""
+
+    clock: FakeClock = field(default_factory=FakeClock)
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def log(self, call: str, key: str) -> None:
+        with self._lock:
+            self.calls.append((call, key))
+
+    def count(self, call: str) -> int:
+        return sum(1 for name, _key in self.calls if name == call)
+
+    def keys(self, call: str) -> list[str]:
+        return [key for name, key in self.calls if name == call]
+
+    def between(self, call: str, first: str, last: str) -> int:
+        """How many ``call`` entries come after the first ``first`` and before the last ``last``."""
+        names = [name for name, _key in self.calls]
+        if first not in names or last not in names:
+            return 0
+        start = names.index(first)
+        end = len(names) - 1 - names[::-1].index(last)
+        return names[start:end].count(call)
+
+
+# --- the Flip API -----------------------------------------------------------------------------
+
+
+class FakeFlipApi:
+    """The Flip API as a dict of enrollments; ``fail`` scripts errors, ``hooks`` react to calls.
+
+    A PATCH sets the status (and reason) and the group list and moves ``updated_at``, as the
+    real API does. ``step_s`` is how long each listed enrollment "takes" on the
+    shared clock, ``request_step_s`` each other request (apply threads move the clock too: keep
+    it small enough that a few of them cannot outrun the lease between two renewals).
+    """
+
+    def __init__(
+        self,
+        world: World,
+        enrollments: Iterable[dict[str, Any]],
+        *,
+        step_s: float = 0.0,
+        request_step_s: float | None = None,
+    ) -> None:
+        self.world = world
+        self.enrollments = {e["id"]: copy.deepcopy(e) for e in enrollments}
+        self.groups: dict[str, list[str]] = {}  # program -> group ids that exist
+        self.step_s = step_s  # per enrollment listed
+        self.request_step_s = step_s if request_step_s is None else request_step_s
+        self.hooks: list[Hook] = []
+        self.failures: dict[tuple[str, str], list[BaseException]] = {}
+        self.patches: list[tuple[str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._revision = 0
+
+    # scripting
+
+    def fail(self, call: str, key: str, *errors: BaseException) -> None:
+        """The next calls ``call`` for ``key`` (an enrollment or program id) raise ``errors``."""
+        self.failures.setdefault((call, key), []).extend(errors)
+
+    def _enter(self, call: str, key: str) -> None:
+        self.world.log(call, key)
+        self._local.attempts = 1
+        for hook in list(self.hooks):
+            hook(call, key)
+        self.world.clock.advance(self.step_s if call == "list_item" else self.request_step_s)
+        with self._lock:
+            queue = self.failures.get((call, key))
+            error = queue.pop(0) if queue else None
+        if error is not None:
+            raise error
+
+    @property
+    def last_attempts(self) -> int:
+        """Like ``FlipClient.last_attempts``: HTTP attempts of this thread's last call."""
+        return int(getattr(self._local, "attempts", 0))
+
+    # the port
+
+    def iter_enrollment_dicts(self, program_id: str) -> Iterator[dict[str, Any]]:
+        self._enter("list", program_id)
+        for enrollment_id in list(self.enrollments):
+            self._enter("list_item", enrollment_id)
+            yield copy.deepcopy(self.enrollments[enrollment_id])
+
+    def get_enrollment_dict(self, enrollment_id: str) -> dict[str, Any]:
+        self._enter("get", enrollment_id)
+        return copy.deepcopy(self.enrollments[enrollment_id])
+
+    def update_enrollment(self, enrollment_id: str, patch: EnrollmentPatch) -> dict[str, Any]:
+        self._enter("patch", enrollment_id)
+        body = patch.body()
+        with self._lock:
+            self.patches.append((enrollment_id, body))
+            self.apply(enrollment_id, body)
+            return copy.deepcopy(self.enrollments[enrollment_id])
+
+    def apply(self, enrollment_id: str, body: dict[str, Any]) -> None:
+        """What a PATCH (or a person in the dashboard) does to an enrollment."""
+        enrollment = self.enrollments[enrollment_id]
+        if "status" in body:
+            enrollment["status"] = body["status"]
+            enrollment["status_reason"] = body.get("status_reason")
+        if "group_ids" in body:
+            site = enrollment.setdefault("site", {})
+            site["groups"] = [{"id": g, "name": g} for g in body["group_ids"]]
+        self._revision += 1
+        enrollment["updated_at"] = f"2026-11-25T01:00:{self._revision:02d}Z"
+
+    def list_groups(self, program_id: str) -> list[Group]:
+        self._enter("list_groups", program_id)
+        return [Group(id=g, name=g) for g in self.groups.get(program_id, [])]
+
+    def ensure_group(self, program_id: str, group_id: str, name: str) -> tuple[Group, bool]:
+        self._enter("ensure_group", group_id)
+        existing = self.groups.setdefault(program_id, [])
+        created = group_id not in existing
+        if created:
+            existing.append(group_id)
+        return Group(id=group_id, name=name), created
+
+
+# --- the program lock -------------------------------------------------------------------------
+
+
+class FakeLock:
+    """A SQLite-style lease: a fencing token and an expiry on the shared clock."""
+
+    def __init__(self, locks: FakeLocks, program_id: str, holder: str, token: int) -> None:
+        self.locks = locks
+        self.program_id = program_id
+        self.holder = holder
+        self.fencing_token = token
+        self.deadline = locks.world.clock() + locks.ttl_s
+        self.expires_at = datetime.now(UTC) + timedelta(seconds=locks.ttl_s)
+        self.renewals = 0
+        self.released = False
+
+    def renew(self) -> datetime:
+        self.check()
+        self.deadline = self.locks.world.clock() + self.locks.ttl_s
+        self.expires_at = datetime.now(UTC) + timedelta(seconds=self.locks.ttl_s)
+        self.renewals += 1
+        self.locks.world.log("renew", self.program_id)
+        return self.expires_at
+
+    def alive(self) -> bool:
+        return not self.released and self.locks.world.clock() < self.deadline
+
+    def check(self) -> None:
+        if not self.alive():
+            raise LockHeldError(f"the lease on {self.program_id} ran out at {self.deadline:g} s")
+
+
+class FakeLocks:
+    """The lock factory: one live lease per program; a lease that ran out can be taken over."""
+
+    def __init__(self, world: World, ttl_s: float = 300.0) -> None:
+        self.world = world
+        self.ttl_s = ttl_s
+        self.held: dict[str, FakeLock] = {}
+        self.taken: list[FakeLock] = []
+        self._tokens = 0
+
+    @contextmanager
+    def __call__(self, program_id: str, holder: str) -> Iterator[FakeLock]:
+        current = self.held.get(program_id)
+        if current is not None and current.alive():
+            raise LockHeldError(f"program {program_id} is locked by {current.holder}")
+        self._tokens += 1
+        lock = FakeLock(self, program_id, holder, self._tokens)
+        self.held[program_id] = lock
+        self.taken.append(lock)
+        try:
+            yield lock
+        finally:
+            lock.released = True
+
+    def check(self, program_id: str, token: int | None) -> None:
+        """What the real store's fencing does: refuse writes of a lease that is not current."""
+        if token is None:
+            return
+        current = self.held.get(program_id)
+        if current is None or current.fencing_token != token:
+            raise LockHeldError(f"fencing token {token} of {program_id} is no longer current")
+        current.check()
+
+
+# --- the decision store -----------------------------------------------------------------------
+
+
+@dataclass
+class StoredRun:
+    program_id: str
+    mode: str
+    fencing_token: int | None
+    outcome: str = "running"
+    counts: dict[str, Any] = field(default_factory=dict)
+    message: str | None = None
+
+
+@dataclass
+class StoredChange:
+    """One stored decision and where its change stands."""
+
+    decision_id: int
+    run_id: int
+    program_id: str
+    decision: Decision
+    body: dict[str, Any]
+    change_state: str
+    attempts: int = 0
+    http_status: int | None = None
+    api_error_code: str | None = None
+    api_error_locations: Sequence[Any] | None = None
+    error_message: str | None = None
+
+    @property
+    def enrollment_id(self) -> str:
+        return self.decision.enrollment_id or ""
+
+    @property
+    def facts_fingerprint(self) -> str | None:
+        return self.decision.facts_fingerprint
+
+    @property
+    def enrollment_updated_at(self) -> str | None:
+        return self.decision.updated_at
+
+
+@dataclass(frozen=True)
+class ChangeView:
+    """What ``planned_changes`` and ``open_changes`` hand out: a snapshot, like a row."""
+
+    decision_id: int
+    enrollment_id: str
+    body: dict[str, Any]
+    change_state: str
+    facts_fingerprint: str | None
+    enrollment_updated_at: str | None
+
+
+class FakeStore:
+    """The decision store in dicts, with the real store's state rules and fencing."""
+
+    def __init__(self, world: World, locks: FakeLocks, *, step_s: float = 0.0) -> None:
+        self.world = world
+        self.locks = locks
+        self.step_s = step_s  # how long storing one decision "takes"
+        self.versions: dict[str, int] = {}
+        self.runs: dict[int, StoredRun] = {}
+        self.changes: dict[int, StoredChange] = {}
+        self._lock = threading.Lock()
+
+    # helpers for tests
+
+    def states(self, run_id: int | None = None) -> dict[str, str]:
+        """enrollment id -> change state, of one run (default: the newest)."""
+        run_id = run_id if run_id is not None else max(self.runs)
+        return {c.enrollment_id: c.change_state for c in self.changes.values() if c.run_id == run_id}
+
+    def change_of(self, enrollment_id: str, run_id: int | None = None) -> StoredChange:
+        run_id = run_id if run_id is not None else max(self.runs)
+        (found,) = [
+            c for c in self.changes.values() if c.run_id == run_id and c.enrollment_id == enrollment_id
+        ]
+        return found
+
+    def _write(self, call: str, program_id: str, token: int | None) -> None:
+        self.world.log(call, program_id)
+        self.locks.check(program_id, token)
+
+    def _program_of(self, decision_ids: Iterable[int]) -> str:
+        programs = {self.changes[i].program_id for i in decision_ids}
+        return programs.pop() if len(programs) == 1 else ""
+
+    def _move(self, decision_id: int, target: str) -> StoredChange:
+        change = self.changes.get(decision_id)
+        if change is None:
+            raise StoreError(f"no decision {decision_id}")
+        if change.change_state not in MOVABLE_STATES and change.change_state != target:
+            raise StoreError(
+                f"decision {decision_id} is {change.change_state!r}: it cannot become {target!r}"
+            )
+        return change
+
+    # the port
+
+    def save_policy_version(
+        self, program_id: str, name: str, version: str | None, content_hash: str, source_text: str
+    ) -> int:
+        self.world.log("save_policy_version", program_id)
+        return self.versions.setdefault(content_hash, len(self.versions) + 1)
+
+    def start_run(
+        self,
+        program_id: str,
+        mode: str,
+        policy_version_id: int,
+        now: datetime,
+        *,
+        holder: str | None = None,
+        fencing_token: int | None = None,
+    ) -> int:
+        self._write("start_run", program_id, fencing_token)
+        run_id = len(self.runs) + 1
+        self.runs[run_id] = StoredRun(program_id, str(mode), fencing_token)
+        return run_id
+
+    def add_decisions(
+        self, run_id: int, program_id: str, decisions: Iterable[Decision], *, fencing_token: int | None = None
+    ) -> None:
+        run = self.runs[run_id]
+        for decision in decisions:
+            self.world.clock.advance(self.step_s)
+            self._write("add_decision", program_id, fencing_token)
+            body, state, problem = self._planned(decision, live=run.mode == "live")
+            decision_id = len(self.changes) + 1
+            self.changes[decision_id] = StoredChange(
+                decision_id, run_id, program_id, decision, body, state, error_message=problem
+            )
+
+    @staticmethod
+    def _planned(decision: Decision, *, live: bool) -> tuple[dict[str, Any], str, str | None]:
+        try:
+            patch = decision.patch()
+        except ValueError as exc:
+            return {}, "failed_permanent" if live else "none", f"no valid PATCH body: {exc}"
+        body = patch.body() if patch is not None else {}
+        if not live or not body or decision.action is not Action.UPDATE:
+            return body, "none", None
+        return body, "planned", None
+
+    def planned_changes(self, run_id: int) -> list[ChangeView]:
+        self.world.log("planned_changes", str(run_id))
+        return [_view(c) for c in self.changes.values() if c.run_id == run_id and c.change_state == "planned"]
+
+    def open_changes(self, program_id: str, *, before_run_id: int | None = None) -> list[ChangeView]:
+        self.world.log("open_changes", program_id)
+        live = {
+            run_id
+            for run_id, run in self.runs.items()
+            if run.program_id == program_id
+            and run.mode == "live"
+            and (before_run_id is None or run_id < before_run_id)
+        }
+        newest: dict[str, StoredChange] = {}
+        for change in self.changes.values():
+            if change.run_id in live and change.decision.action is Action.UPDATE:
+                newest[change.enrollment_id] = change
+        return [_view(c) for c in newest.values() if c.change_state in OPEN_STATES]
+
+    def interrupt_running_runs(
+        self,
+        program_id: str,
+        *,
+        except_run_id: int | None = None,
+        message: str = "interrupted: the run ended without finishing",
+        fencing_token: int | None = None,
+    ) -> list[int]:
+        self._write("interrupt_running_runs", program_id, fencing_token)
+        found = []
+        for run_id, run in self.runs.items():
+            if run.program_id == program_id and run.outcome == "running" and run_id != except_run_id:
+                run.outcome, run.message = "interrupted", message
+                found.append(run_id)
+        return found
+
+    def mark_in_flight_many(self, decision_ids: Sequence[int], *, fencing_token: int | None = None) -> None:
+        if not decision_ids:
+            return
+        with self._lock:
+            self._write("mark_in_flight", self._program_of(decision_ids), fencing_token)
+            moving = [self._move(i, "in_flight") for i in decision_ids]
+            for change in moving:
+                change.change_state = "in_flight"
+                change.attempts += 1
+
+    def release_in_flight(self, decision_ids: Sequence[int], *, fencing_token: int | None = None) -> None:
+        if not decision_ids:
+            return
+        with self._lock:
+            self._write("release_in_flight", self._program_of(decision_ids), fencing_token)
+            for decision_id in decision_ids:
+                change = self.changes[decision_id]
+                if change.change_state == "in_flight":
+                    change.change_state = "planned"
+                    change.attempts -= 1
+
+    def record_outcomes(self, outcomes: Sequence[Outcome], *, fencing_token: int | None = None) -> None:
+        if not outcomes:
+            return
+        with self._lock:
+            self._write("record_outcomes", self._program_of(o.decision_id for o in outcomes), fencing_token)
+            moves = [(self._move(o.decision_id, str(o.state)), o) for o in outcomes]
+            for change, outcome in moves:
+                _set_outcome(change, outcome)
+
+    def record_outcome(
+        self,
+        decision_id: int,
+        state: Any,
+        *,
+        attempts: int | None = None,
+        http_status: int | None = None,
+        api_error_code: str | None = None,
+        api_error_locations: Sequence[Any] | None = None,
+        error_message: str | None = None,
+        fencing_token: int | None = None,
+    ) -> None:
+        outcome = Outcome(
+            decision_id, str(state), attempts, http_status, api_error_code, api_error_locations, error_message
+        )
+        self.record_outcomes([outcome], fencing_token=fencing_token)
+
+    def supersede(self, decision_ids: Iterable[int], reason: str, *, fencing_token: int | None = None) -> int:
+        ids = sorted(set(decision_ids))
+        if not ids:
+            return 0
+        with self._lock:
+            self._write("supersede", self._program_of(ids), fencing_token)
+            moved = 0
+            for decision_id in ids:
+                change = self.changes[decision_id]
+                if change.change_state in MOVABLE_STATES:
+                    change.change_state, change.error_message = "superseded", reason
+                    moved += 1
+            return moved
+
+    def finish_run(
+        self,
+        run_id: int,
+        outcome: str,
+        counts: dict[str, Any],
+        message: str | None = None,
+        *,
+        fencing_token: int | None = None,
+    ) -> None:
+        run = self.runs[run_id]
+        self._write("finish_run", run.program_id, fencing_token)
+        run.outcome, run.counts, run.message = str(outcome), counts, message
+
+
+def _view(change: StoredChange) -> ChangeView:
+    return ChangeView(
+        change.decision_id,
+        change.enrollment_id,
+        copy.deepcopy(change.body),
+        change.change_state,
+        change.facts_fingerprint,
+        change.enrollment_updated_at,
+    )
+
+
+def _set_outcome(change: StoredChange, outcome: Outcome) -> None:
+    state = str(outcome.state)
+    if state not in OUTCOME_STATES:
+        raise StoreError(f"record_outcome takes an outcome, not {state!r}")
+    if change.change_state in FINAL_STATES:
+        return  # the same final state again: a no-op, as in the real store
+    change.change_state = state
+    if outcome.attempts is not None:
+        change.attempts = outcome.attempts
+    change.http_status = outcome.http_status
+    change.api_error_code = outcome.api_error_code
+    change.api_error_locations = outcome.api_error_locations
+    change.error_message = outcome.error_message
+
+
+# --- everything at once -----------------------------------------------------------------------
+
+
+@dataclass
+class Fakes:
+    """One program's world on fakes: build a ``RunService`` with ``service(policy, ...)``."""
+
+    world: World
+    api: FakeFlipApi
+    store: FakeStore
+    locks: FakeLocks
+
+    @classmethod
+    def of(
+        cls,
+        enrollments: Iterable[dict[str, Any]],
+        *,
+        ttl_s: float = 300.0,
+        step_s: float = 0.0,
+        request_step_s: float | None = None,
+    ) -> Fakes:
+        """Fakes over ``enrollments``; every listed enrollment, request and stored decision
+        takes ``step_s`` seconds of the shared clock."""
+        world = World()
+        locks = FakeLocks(world, ttl_s)
+        api = FakeFlipApi(world, enrollments, step_s=step_s, request_step_s=request_step_s)
+        return cls(world, api, FakeStore(world, locks, step_s=step_s), locks)
+
+    def service(self, policy: Policy, *, stop: threading.Event | None = None, **settings: Any) -> RunService:
+        settings.setdefault("now", datetime(2026, 11, 25, tzinfo=UTC))
+        settings.setdefault("holder", "unit-test:1")
+        return RunService(
+            policy,
+            self.api,
+            self.store,
+            RunSettings(**settings),
+            lock_factory=self.locks,
+            stop=stop,
+            clock=self.world.clock,
+        )
