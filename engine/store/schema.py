@@ -40,6 +40,8 @@ __all__ = [
     "Base",
     "ChangeState",
     "DecisionRow",
+    "PlanRow",
+    "PlanState",
     "PolicyVersionRow",
     "ProgramLockRow",
     "RunMode",
@@ -55,6 +57,9 @@ class RunMode(StrEnum):
 
     DRY_RUN = "dry_run"
     LIVE = "live"
+    PLAN = "plan"  # a dry run whose changes are saved as a plan (``autoapprove plan``)
+    APPLY = "apply"  # sends a saved plan's changes exactly (``autoapprove apply``)
+    APPROVE = "approve"  # sends changes a person approved (``autoapprove review approve``)
 
 
 class RunOutcome(StrEnum):
@@ -80,6 +85,17 @@ class ChangeState(StrEnum):
     SUPERSEDED = "superseded"  # a newer decision or fresh data replaced it
     HELD = "held"  # kept back on purpose (a safety limit, a review)
     DEFERRED = "deferred"  # left for a later run (time budget, rate limit)
+    AWAITING_APPROVAL = "awaiting_approval"  # waits in the review queue; nothing is sent
+    REFUSED = "refused"  # a person refused it in the review queue
+    STALE = "stale"  # the enrollment drifted since it was planned or approved; not sent
+
+
+class PlanState(StrEnum):
+    """Where a saved plan stands: ``applying`` from its first apply until every change settled."""
+
+    SAVED = "saved"
+    APPLYING = "applying"  # an apply run claimed it (a killed one is resumed by the next apply)
+    APPLIED = "applied"
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -173,6 +189,8 @@ class RunRow(Base):
     counts: Mapped[dict[str, Any]] = mapped_column(_json())
     holder: Mapped[str | None] = mapped_column(String)
     fencing_token: Mapped[int | None] = mapped_column(BigInteger)
+    plan_id: Mapped[int | None] = mapped_column(Integer)  # the plan an ``apply`` run applies
+    applied_by: Mapped[str | None] = mapped_column(String)  # who applied or approved (apply, approve)
 
 
 class DecisionRow(Base):
@@ -218,6 +236,31 @@ class DecisionRow(Base):
     error_message: Mapped[str | None] = mapped_column(Text)  # our own text, never the API's
     applied_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # The review queue: who approved or refused the change, when, and their note.
+    reviewed_by: Mapped[str | None] = mapped_column(String)
+    reviewed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    review_note: Mapped[str | None] = mapped_column(Text)
+
+
+class PlanRow(Base):
+    """A saved plan: the changes of one ``plan`` run, applied at most once (``apply``)."""
+
+    __tablename__ = "plans"
+    __table_args__ = (
+        CheckConstraint(_one_of("state", PlanState), name="state"),
+        UniqueConstraint("run_id"),
+        Index(None, "program_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    program_id: Mapped[str] = mapped_column(String)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))  # the plan run; its decisions
+    api_url: Mapped[str] = mapped_column(String)  # the API the plan was made against
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    state: Mapped[str] = mapped_column(String(16))
+    apply_run_id: Mapped[int | None] = mapped_column(Integer)  # the latest run applying it
+    applied_by: Mapped[str | None] = mapped_column(String)
+    applied_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # when every change settled
 
 
 class ProgramLockRow(Base):

@@ -11,6 +11,8 @@ for the same reason.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -24,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from engine.errors import StoreError
 
-__all__ = ["current_revision", "head_revision", "upgrade"]
+__all__ = ["current_revision", "downgrade", "head_revision", "upgrade"]
 
 # An arbitrary fixed key for pg_advisory_xact_lock: "migrate" in ASCII.
 _PG_MIGRATION_LOCK_KEY = 0x6D696772617465
@@ -68,13 +70,44 @@ def _serialize(connection: Connection) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+@contextmanager
+def _foreign_keys_off(connection: Connection) -> Iterator[None]:
+    """SQLite: foreign keys off while a migration rebuilds tables, on again afterwards.
+
+    SQLite changes a constraint by copying the table, dropping the old one and renaming the
+    copy; with foreign keys on, dropping a table others refer to fails. The pragma only
+    takes effect outside a transaction, so it is set before the migration's transaction
+    begins; the revisions that rebuild tables run ``PRAGMA foreign_key_check`` before commit.
+    """
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        connection.exec_driver_sql("PRAGMA foreign_keys = OFF")
+        connection.commit()  # SQLAlchemy's autobegin opened a transaction for the pragma
+    try:
+        yield
+    finally:
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA foreign_keys = ON")
+            connection.commit()
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the database to ``revision`` (default: the newest); a no-op when it is there."""
     try:
-        with engine.connect() as connection, connection.begin():
+        with engine.connect() as connection, _foreign_keys_off(connection), connection.begin():
             _serialize(connection)
             command.upgrade(_config(connection), revision)
     except CommandError as exc:  # e.g. a database written by a newer version of this code
         raise StoreError(f"could not migrate the store: {exc}") from exc
     except SQLAlchemyError as exc:
+        raise StoreError(f"could not migrate the store: {exc}") from exc
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Take the database back to ``revision`` (for tests of the migrations and for operators)."""
+    try:
+        with engine.connect() as connection, _foreign_keys_off(connection), connection.begin():
+            _serialize(connection)
+            command.downgrade(_config(connection), revision)
+    except (CommandError, SQLAlchemyError) as exc:
         raise StoreError(f"could not migrate the store: {exc}") from exc
