@@ -514,7 +514,10 @@ _ROW_COLUMNS = (
     "error_message",
     "updated_at",
 )
-_OUTCOME_COLUMNS = ("http_status", "api_error_code", "api_error_locations", "applied_at")
+_OUTCOME_COLUMNS = (
+    "http_status", "api_error_code", "api_error_locations", "applied_at",
+    "reviewed_by", "reviewed_at", "review_note",
+)  # fmt: skip
 _DECISIONS = DecisionRow.__table__
 # ``json.dumps`` with its defaults, as SQLAlchemy's JSON type (and psycopg's) encode.
 _JSON = json.JSONEncoder()
