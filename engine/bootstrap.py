@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,8 @@ from engine.errors import InputError
 from engine.flip.client import ApiSettings, FlipClient
 from engine.policy.document import Policy, load_policy_text
 from engine.policy.explain import Explanation, explain
+from engine.runs.apply import ReviewApplier, plan_document
+from engine.runs.plans import PlanDocument
 from engine.runs.service import EvaluatedCallback, ProgressCallback, RunReport, RunService, RunSettings
 from engine.store import DecisionRecord, PolicyVersionRecord, Store
 from engine.store.locks import ProgramLock, acquire_program_lock
@@ -48,6 +50,26 @@ def open_client(config: AppConfig) -> FlipClient:
     return FlipClient(api_settings(config))
 
 
+@contextmanager
+def review_applier(
+    config: AppConfig,
+    settings: RunSettings,
+    *,
+    progress: ProgressCallback | None = None,
+    stop: threading.Event | None = None,
+) -> Iterator[ReviewApplier]:
+    """The applier of saved plans and approvals, with the real client and store."""
+    with open_client(config) as client, open_store(config) as store:
+
+        @contextmanager
+        def lock_factory(program: str, holder: str) -> Iterator[ProgramLock]:
+            with acquire_program_lock(store.engine, program, holder, ttl_s=config.lock_ttl_s) as lock:
+                yield lock
+
+        settings = replace(settings, api_url=client.settings.base_url)
+        yield ReviewApplier(client, store, settings, lock_factory=lock_factory, progress=progress, stop=stop)
+
+
 def run_policy(
     policy: Policy,
     config: AppConfig,
@@ -66,11 +88,18 @@ def run_policy(
             with acquire_program_lock(store.engine, program, holder, ttl_s=config.lock_ttl_s) as lock:
                 yield lock
 
+        settings = replace(settings, api_url=client.settings.base_url)
         service = RunService(
             policy, client, store, settings, lock_factory=lock_factory, progress=progress, stop=stop,
             on_evaluated=on_evaluated,
         )  # fmt: skip
         return service.run(program_id)
+
+
+def plan_document_of(config: AppConfig, plan_id: int) -> PlanDocument:
+    """A stored plan as its file shows it."""
+    with open_store(config) as store:
+        return plan_document(store, plan_id)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from engine.cli import policy_cmds, run_cmds, sandbox_cmds, store_cmds
+from engine.cli import policy_cmds, review_cmds, run_cmds, sandbox_cmds, store_cmds
 from engine.cli.options import Commands
 from engine.cli.shared import (
     EXIT_ABORTED,
@@ -29,6 +29,9 @@ COMMANDS: tuple[Callable[[Commands], None], ...] = (
     policy_cmds.add_test,
     policy_cmds.add_explain,
     run_cmds.add_run,
+    review_cmds.add_plan,
+    review_cmds.add_apply,
+    review_cmds.add_review,
     policy_cmds.add_schema,
     sandbox_cmds.add_sandbox,
     sandbox_cmds.add_demo,

@@ -158,7 +158,7 @@ def _compact(expression: Any) -> str:
 
 
 def render_run_footer(report: Any) -> str:
-    mode = "live" if report.live else "dry run"
+    mode = "live" if report.live else ("plan" if getattr(report, "plan_id", None) else "dry run")
     lines = [f"Run {report.run_id} ({mode}, {report.program_id}): {report.outcome}"]
     if report.message:
         lines.append(f"  {report.message}")
@@ -176,9 +176,98 @@ def render_run_footer(report: Any) -> str:
                 "limits.allow_leaving_active; review them in the Flip dashboard):"
             )
             lines.extend(f"    {held.enrollment_id}: ACTIVE -> {held.status}" for held in report.held)
+        if report.awaiting_approval:
+            lines.append(f"{report.awaiting_approval} changes await approval: autoapprove review")
     else:
         needed = sum(1 for d in report.decisions if d.action is Action.UPDATE)
-        lines.append(f"  {needed} change(s) would be sent; nothing was sent (dry run)")
+        what = "saved in the plan" if getattr(report, "plan_id", None) else "would be sent"
+        lines.append(f"  {needed} change(s) {what}; nothing was sent")
+        if report.awaiting_approval:
+            lines.append(f"  {report.awaiting_approval} of them would wait for approval in a live run")
+    return "\n".join(lines)
+
+
+def render_plan_summary(document: Any) -> str:
+    """What ``apply`` asks about: the plan, its policy, its changes by transition."""
+    counts: Counter[str] = Counter()
+    for change in document.changes:
+        current, planned = change.current.status, change.planned.status
+        counts[f"{current} -> {planned}" if planned != current else f"{current} (groups only)"] += 1
+    policy = document.policy
+    lines = [
+        f"Plan {document.plan_id} for {document.program_id}, made {document.created_at} "
+        f"against {document.api_url}",
+        f"  policy {policy.name} {policy.version or ''} ({policy.content_hash[:12]}), "
+        f"evaluated at {document.evaluation_time}".replace("  (", " ("),
+        f"  {len(document.changes)} change(s):",
+    ]
+    width = max((len(k) for k in counts), default=0)
+    lines += [f"    {k.ljust(width)}  {n}" for k, n in sorted(counts.items(), key=lambda i: (-i[1], i[0]))]
+    return "\n".join(lines)
+
+
+def render_apply_report(report: Any) -> str:
+    what = f"apply plan {report.plan_id}" if report.plan_id else "approve"
+    lines = [f"Run {report.run_id} ({what}, {report.program_id}, by {report.by}): {report.outcome}"]
+    if report.message:
+        lines.append(f"  {report.message}")
+    if report.created_groups:
+        lines.append(f"  groups created: {', '.join(report.created_groups)}")
+    states = ", ".join(f"{state} {count}" for state, count in sorted(report.change_states.items()))
+    lines.append(f"  changes: {states or 'none left to send'}")
+    if report.stale:
+        lines.append(f"  {len(report.stale)} stale (changed since planning; not sent: look at them):")
+        lines += [f"    {enrollment_id}: {what_changed}" for enrollment_id, what_changed in report.stale]
+    return "\n".join(lines)
+
+
+REVIEW_KEYS = (
+    "id", "program_id", "enrollment_id", "current_status", "status", "rule_id", "reason",
+    "current_group_ids", "group_ids", "since",
+)  # fmt: skip
+
+
+def review_item(record: Any) -> dict[str, Any]:
+    """The public shape of a waiting change in JSON and CSV output."""
+    return {
+        "id": record.decision_id,
+        "program_id": record.program_id,
+        "enrollment_id": record.enrollment_id,
+        "current_status": record.current_status,
+        "status": record.status,
+        "rule_id": record.rule_id,
+        "reason": record.reason,
+        "current_group_ids": list(record.current_group_ids),
+        "group_ids": list(record.group_ids),
+        "since": record.since.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def render_review_queue(records: Sequence[Any], fmt: str = "table") -> str:
+    items = [review_item(record) for record in records]
+    if fmt == "json":
+        return json.dumps(items, indent=2)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(REVIEW_KEYS), lineterminator="\n")
+        writer.writeheader()
+        for item in items:
+            writer.writerow({**item, "current_group_ids": ";".join(item["current_group_ids"]),
+                             "group_ids": ";".join(item["group_ids"])})  # fmt: skip
+        return buffer.getvalue()
+    if not items:
+        return "(no change is waiting for approval)"
+    rows: list[tuple[str, ...]] = [("ID", "ENROLLMENT", "CHANGE", "RULE", "SINCE", "REASON")]
+    for item in items:
+        change = f"{item['current_status']} -> {item['status']}"
+        if item["status"] == item["current_status"]:
+            change = f"{item['current_status']} (groups only)"
+        rows.append((
+            str(item["id"]), item["enrollment_id"], change, item["rule_id"] or "-",
+            item["since"].replace("T", " ").rstrip("Z"), _clip(item["reason"] or "", 60),
+        ))  # fmt: skip
+    lines = _columns(rows)
+    lines.append(f"\n{len(items)} change(s) waiting: autoapprove review approve ID... --by NAME, or reject")
     return "\n".join(lines)
 
 
@@ -191,30 +280,50 @@ def render_runs(runs: Sequence[Any]) -> str:
         summary = ", ".join(f"{k} {v}" for k, v in sorted(changes.items())) or "-"
         rows.append((
             str(run.id), run.started_at.strftime("%Y-%m-%d %H:%M:%S"), run.program_id,
-            str(run.mode), str(run.outcome), summary,
+            _run_mode(run), str(run.outcome), summary,
         ))  # fmt: skip
     return "\n".join(_columns(rows))
+
+
+def _run_mode(run: Any) -> str:
+    """``live``; ``plan 12``; ``apply plan 12 by alice``; ``approve by bob``."""
+    mode = str(run.mode)
+    plan_id = getattr(run, "plan_id", None)
+    if mode == "plan" and plan_id:
+        return f"plan {plan_id}"
+    if mode in ("apply", "approve"):
+        target = f" plan {plan_id}" if plan_id else ""
+        return f"{mode}{target} by {getattr(run, 'applied_by', None) or '?'}"
+    return mode
 
 
 def render_history(records: Sequence[Any]) -> str:
     lines = [f"Enrollment {records[0].decision.enrollment_id}: {len(records)} decision(s)"]
     for record in records:
         decision = record.decision
+        mode = f"plan {record.run_plan_id}" if record.run_plan_id else str(record.run_mode)
         lines.append(
-            f"  run {record.run_id} {record.run_started_at:%Y-%m-%d %H:%M:%S} {record.run_mode}: "
+            f"  run {record.run_id} {record.run_started_at:%Y-%m-%d %H:%M:%S} {mode}: "
             f"{decision.transition} by {decision.rule_id or '-'}; change {record.change_state}"
         )
         if record.planned_patch:
             lines.append(f"      planned PATCH {json.dumps(record.planned_patch, sort_keys=True)}")
+        if record.reviewed_by:
+            verdict = "refused" if str(record.change_state) == "refused" else "approved"
+            when = f"{record.reviewed_at:%Y-%m-%d %H:%M:%S}" if record.reviewed_at else "?"
+            note = f": {record.review_note}" if record.review_note else ""
+            lines.append(f"      {verdict} by {record.reviewed_by} at {when} (change {record.id}){note}")
         if record.applied_at:
             lines.append(
                 f"      applied at {record.applied_at:%Y-%m-%d %H:%M:%S} after {record.attempts} attempt(s)"
             )
-        if record.http_status or record.api_error_code or record.error_message:
+        if record.http_status or record.api_error_code:
             lines.append(
                 f"      API answer {record.http_status or '-'} {record.api_error_code or ''} "
                 f"{record.error_message or ''}".rstrip()
             )
+        elif record.error_message:
+            lines.append(f"      note: {record.error_message}")
     return "\n".join(lines)
 
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from engine.flip.models import EnrollmentPatch, Group
 from engine.policy.decision import Decision
+from engine.runs.review import ReviewedChangeLike
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +75,13 @@ class DecisionStore(Protocol):
         self,
         program_id: str,
         mode: str,
-        policy_version_id: int,
+        policy_version_id: int | None,
         now: datetime,
         *,
         holder: str | None = None,
         fencing_token: int | None = None,
+        plan_id: int | None = None,
+        applied_by: str | None = None,
     ) -> int: ...
 
     def add_decisions(
@@ -132,3 +135,17 @@ class DecisionStore(Protocol):
         *,
         fencing_token: int | None = None,
     ) -> None: ...
+
+    # -- saved plans and the review queue ----------------------------------------------
+
+    def create_plan(self, program_id: str, run_id: int, api_url: str) -> int: ...
+
+    def review_queue(
+        self,
+        program_id: str | None = None,
+        *,
+        states: Iterable[Any] = ...,
+        decision_ids: Sequence[int] | None = None,
+    ) -> Sequence[ReviewedChangeLike]: ...
+
+    def refused_changes(self, program_id: str) -> Sequence[ReviewedChangeLike]: ...

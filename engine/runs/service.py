@@ -28,11 +28,14 @@ from engine.policy.decision import Action, Decision
 from engine.policy.document import Policy
 from engine.policy.evaluator import Evaluator
 from engine.runs.ports import DecisionStore, FlipApi, Outcome, PlannedChangeLike, ProgramLockLike
+from engine.runs.review import sort_for_review
 
 ProgressCallback = Callable[[str, int, int], None]
 # Sees each raw enrollment with its decision as the list streams in (the HTML report explains
 # them there: the run keeps no raw enrollment).
 EvaluatedCallback = Callable[[dict[str, Any], Decision], None]
+# Right before a PATCH: the outcome to record instead of sending (stale, superseded...), or None.
+ChangeCheck = Callable[[PlannedChangeLike], Outcome | None]
 LockFactory = Callable[[str, str], AbstractContextManager[ProgramLockLike]]
 Clock = Callable[[], float]  # monotonic seconds
 T = TypeVar("T")
@@ -53,6 +56,8 @@ class RunSettings:
     recheck: bool = True  # re-read each enrollment right before changing it
     holder: str = field(default_factory=default_holder)
     crash_at: str | None = None  # test hook: hard exit at a named step ("in_flight", "in_flight:3")
+    plan: bool = False  # save the changes as a plan (``autoapprove plan``); sends nothing
+    api_url: str = ""  # where the API is: recorded with a plan, checked when it is applied
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,8 @@ class RunReport:
     created_groups: list[str] = field(default_factory=list)
     recovered: int = 0
     held: list[HeldChange] = field(default_factory=list)  # moves out of ACTIVE the policy does not allow
+    awaiting_approval: int = 0  # changes waiting in the review queue after this run
+    plan_id: int | None = None  # the plan a ``plan`` run saved
 
     @property
     def failed(self) -> int:
@@ -162,6 +169,7 @@ class RunService:
         self.crash_point = _CrashHook(settings.crash_at)
         self._clock = clock
         self._lease = _LeaseKeeper(None, clock)
+        self._for_review: set[str] = set()  # enrollments whose change waits for (or was refused by) a person
         # Shared by the apply threads: native sessions are per thread inside the engine.
         self._evaluator = Evaluator(policy, self.now, trace=False)
 
@@ -184,7 +192,7 @@ class RunService:
             self.policy.content_hash,
             self.policy.source_text,
         )
-        mode = "live" if self.settings.live else "dry_run"
+        mode = "live" if self.settings.live else "plan" if self.settings.plan else "dry_run"
         run_id = self.store.start_run(
             program, mode, version_id, self.now, holder=self.settings.holder, fencing_token=token
         )
@@ -201,6 +209,12 @@ class RunService:
             self._find_missing_groups(program, report)
             if self.settings.live:
                 self._apply(run_id, report, token)
+            else:
+                report.awaiting_approval = sum(
+                    1 for d in report.decisions if self.policy.requires_approval(d)
+                )
+            if self.settings.plan:
+                report.plan_id = self.store.create_plan(program, run_id, self.settings.api_url)
         except RunAborted as exc:
             self._finish(run_id, report, "aborted", str(exc), token)
             raise
@@ -244,10 +258,19 @@ class RunService:
         """
         evaluator = self._evaluator
         observe = self._on_evaluated
+        # A plan, and a change left for a person, keep what they read, so that one found drifted
+        # when it is applied can say which facts moved.
+        plan = self.settings.plan
+        reviewed = bool(self.policy.approval_statuses or self.policy.approval_rules)
+        tracer = Evaluator(self.policy, self.now, trace=True) if plan or reviewed else None
         decisions = []
         for raw in self.api.iter_enrollment_dicts(program):
             self._lease.keep()
             decision = evaluator.evaluate(raw)
+            traced = tracer is not None and decision.action is Action.UPDATE
+            if traced and (plan or self.policy.requires_approval(decision)):
+                assert tracer is not None
+                decision = tracer.evaluate(raw)
             decisions.append(decision)
             if observe is not None:
                 observe(raw, decision)
@@ -307,7 +330,7 @@ class RunService:
     # -- applying ------------------------------------------------------------------------
 
     def _apply(self, run_id: int, report: RunReport, token: int | None) -> None:
-        planned = list(self.store.planned_changes(run_id))
+        planned = self._queue_for_review(report, list(self.store.planned_changes(run_id)), token)
         decisions = {d.enrollment_id: d for d in report.decisions if d.action is Action.UPDATE}
         to_send, held = self._guard_active(planned, decisions)
         for change, reason in held:
@@ -319,6 +342,45 @@ class RunService:
         self._circuit_breakers(run_id, report, to_send, token)
         self._create_missing_groups(report.program_id, report)
         self._send_all(to_send, decisions, report, token)
+
+    def _queue_for_review(
+        self, report: RunReport, planned: list[PlannedChangeLike], token: int | None
+    ) -> list[PlannedChangeLike]:
+        """Record the changes a person must approve as waiting; return the ones to send."""
+        program = report.program_id
+        queue = sort_for_review(
+            self.policy,
+            report.decisions,
+            self.store.review_queue(program),
+            self.store.refused_changes(program),
+        )
+        outcomes: list[Outcome] = []
+        for change in planned:
+            enrollment_id = change.enrollment_id
+            if enrollment_id in queue.queued:
+                outcomes.append(Outcome(change.decision_id, "awaiting_approval"))
+            elif enrollment_id in queue.kept:
+                waiting = queue.kept[enrollment_id]
+                outcomes.append(Outcome(change.decision_id, "superseded", error_message=(
+                    f"the same change already waits for approval as change {waiting}")))  # fmt: skip
+            elif enrollment_id in queue.blocked:
+                refusal = queue.blocked[enrollment_id]
+                when = f"{refusal.reviewed_at:%Y-%m-%d %H:%M}" if refusal.reviewed_at else "earlier"
+                outcomes.append(Outcome(change.decision_id, "held", error_message=(
+                    f"refused by {refusal.reviewed_by} on {when} (change {refusal.decision_id}); not "
+                    "proposed again until the enrollment's facts or the policy change")))  # fmt: skip
+                report.change_states["held"] += 1
+        if outcomes:
+            self.store.record_outcomes(outcomes, fencing_token=token)
+        if queue.superseded:
+            reason = f"the enrollment or the decision changed since it was queued (run {report.run_id})"
+            self.store.supersede(queue.superseded, reason, fencing_token=token)
+        report.awaiting_approval = queue.waiting
+        if queue.waiting:
+            report.change_states["awaiting_approval"] += queue.waiting
+        self.crash_point("after_queueing")
+        self._for_review = queue.not_sent()
+        return [change for change in planned if change.enrollment_id not in self._for_review]
 
     def _guard_active(
         self, planned: list[PlannedChangeLike], decisions: dict[str | None, Decision]
@@ -347,7 +409,12 @@ class RunService:
         if max_changes is not None and len(to_send) > max_changes:
             reason = f"{len(to_send)} changes planned, more than the limit of {max_changes}"
         evaluated = [d for d in report.decisions if d.action in (Action.UPDATE, Action.NONE)]
-        rejects = sum(1 for d in evaluated if d.status == "REJECTED" and d.status_changes)
+        # A rejection that waits for a person is not sent by this run: it does not count.
+        rejects = sum(
+            1
+            for d in evaluated
+            if d.status == "REJECTED" and d.status_changes and d.enrollment_id not in self._for_review
+        )
         if reason is None and limits.max_reject_ratio is not None and evaluated:
             ratio = rejects / len(evaluated)
             if ratio > limits.max_reject_ratio:
@@ -369,10 +436,29 @@ class RunService:
         report: RunReport,
         token: int | None,
     ) -> None:
-        applier = _Applier(self, decisions, token)
+        def superseded(change: PlannedChangeLike) -> Outcome | None:
+            stale = self.stale_reason(change, decisions.get(change.enrollment_id))
+            return None if stale is None else Outcome(change.decision_id, "superseded", error_message=stale)
+
+        self.send_changes(changes, superseded, report.change_states, token)
+
+    def send_changes(
+        self,
+        changes: list[PlannedChangeLike],
+        check: ChangeCheck,
+        states: Counter[str],
+        token: int | None,
+        lock: ProgramLockLike | None = None,
+    ) -> None:
+        """Send changes through the outbox (record, then act, then record), counting their
+        final states in ``states``. ``check`` re-reads each change right before its PATCH and
+        returns the outcome to record instead of sending it, or ``None`` to send it."""
+        if lock is not None:
+            self._lease = _LeaseKeeper(lock, self._clock)
+        applier = _Applier(self, check, token)
         total = len(changes)
         for done, state in enumerate(applier.send(changes), start=1):
-            report.change_states[state] += 1
+            states[state] += 1
             self.progress("applying", done, total)
         if applier.auth_error is not None:
             raise applier.auth_error
@@ -410,10 +496,10 @@ class _Applier:
     FLUSH_EVERY = 32  # outcomes
     FLUSH_AFTER_S = 0.25
 
-    def __init__(self, service: RunService, decisions: dict[str | None, Decision], token: int | None) -> None:
+    def __init__(self, service: RunService, check: ChangeCheck, token: int | None) -> None:
         self.service = service
         self.store = service.store
-        self.decisions = decisions
+        self.check = check
         self.token = token
         self.auth_error: ApiAuthError | None = None
         self.workers = max(1, service.settings.concurrency)
@@ -471,15 +557,15 @@ class _Applier:
             self.not_sent.append(change.decision_id)
             return None
         try:
-            stale = self.service.stale_reason(change, self.decisions.get(change.enrollment_id))
+            instead = self.check(change)
         except ApiAuthError as exc:
             self.auth_error = exc
             self.not_sent.append(change.decision_id)
             return None
         except ApiError as exc:
             return self.failure(change, exc, "failed_retryable")
-        if stale is not None:
-            return Outcome(change.decision_id, "superseded", error_message=stale)
+        if instead is not None:
+            return instead
         return self.patch(change)
 
     def patch(self, change: PlannedChangeLike) -> Outcome:

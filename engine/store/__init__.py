@@ -23,7 +23,9 @@ from engine.store.repository import (
     DecisionRecord,
     Outcome,
     PlannedChange,
+    PlanRecord,
     PolicyVersionRecord,
+    ReviewRecord,
     RunRecord,
     Store,
     api_error_locations,
@@ -31,7 +33,7 @@ from engine.store.repository import (
     create_engine_for_url,
     resolve_db_url,
 )
-from engine.store.schema import ChangeState, RunMode, RunOutcome
+from engine.store.schema import ChangeState, PlanState, RunMode, RunOutcome
 
 __all__ = [
     "BATCH_SIZE",
@@ -41,9 +43,12 @@ __all__ = [
     "Clock",
     "DecisionRecord",
     "Outcome",
+    "PlanRecord",
+    "PlanState",
     "PlannedChange",
     "PolicyVersionRecord",
     "ProgramLock",
+    "ReviewRecord",
     "RunMode",
     "RunOutcome",
     "RunRecord",

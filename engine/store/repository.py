@@ -62,6 +62,8 @@ from engine.store.migrations import upgrade
 from engine.store.schema import (
     ChangeState,
     DecisionRow,
+    PlanRow,
+    PlanState,
     PolicyVersionRow,
     RunMode,
     RunOutcome,
@@ -74,8 +76,10 @@ __all__ = [
     "DEFAULT_DB_URL",
     "DecisionRecord",
     "Outcome",
+    "PlanRecord",
     "PlannedChange",
     "PolicyVersionRecord",
+    "ReviewRecord",
     "RunRecord",
     "Store",
     "api_error_locations",
@@ -96,18 +100,27 @@ OPEN_STATES = frozenset(
     {ChangeState.PLANNED, ChangeState.IN_FLIGHT, ChangeState.FAILED_RETRYABLE, ChangeState.DEFERRED}
 )
 # States a change can still leave; the others are final.
-MOVABLE_STATES = frozenset({*OPEN_STATES, ChangeState.HELD})
+MOVABLE_STATES = frozenset({*OPEN_STATES, ChangeState.HELD, ChangeState.AWAITING_APPROVAL})
 FINAL_STATES = frozenset(
     {
         ChangeState.APPLIED,
         ChangeState.RECOVERED,
         ChangeState.FAILED_PERMANENT,
         ChangeState.SUPERSEDED,
+        ChangeState.REFUSED,
+        ChangeState.STALE,
     }
 )
-# What record_outcome may set: anything but planned, in_flight and none.
+# What record_outcome may set: anything but planned, in_flight and none (and refused, which
+# only a person's ``refuse`` sets).
 OUTCOME_STATES = frozenset(
-    {*FINAL_STATES, ChangeState.FAILED_RETRYABLE, ChangeState.DEFERRED, ChangeState.HELD}
+    {
+        *(FINAL_STATES - {ChangeState.REFUSED}),
+        ChangeState.FAILED_RETRYABLE,
+        ChangeState.DEFERRED,
+        ChangeState.HELD,
+        ChangeState.AWAITING_APPROVAL,
+    }
 )
 
 
@@ -201,6 +214,54 @@ class RunRecord:
     counts: dict[str, Any]
     holder: str | None
     fencing_token: int | None
+    plan_id: int | None = None  # the plan a ``plan`` run saved, or an ``apply`` run applies
+    applied_by: str | None = None  # who applied the plan or approved the changes
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRecord:
+    """A saved plan, with what its plan run recorded."""
+
+    id: int
+    program_id: str
+    run_id: int
+    api_url: str
+    created_at: datetime
+    state: PlanState
+    apply_run_id: int | None
+    applied_by: str | None
+    applied_at: datetime | None
+    policy_version_id: int | None
+    evaluation_now: datetime
+    run_outcome: RunOutcome
+    counts: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewRecord:
+    """A change in the review queue (waiting, or refused by a person)."""
+
+    decision_id: int
+    run_id: int
+    program_id: str
+    enrollment_id: str
+    change_state: ChangeState
+    current_status: str | None
+    status: str | None
+    reason: str | None
+    rule_id: str | None
+    current_group_ids: list[str]
+    group_ids: list[str]
+    body: dict[str, Any]
+    enrollment_updated_at: str | None
+    facts_fingerprint: str | None
+    policy_version_id: int | None
+    policy_hash: str | None
+    since: datetime
+    reviewed_by: str | None
+    reviewed_at: datetime | None
+    review_note: str | None
+    attempts: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +287,11 @@ class DecisionRecord:
     error_message: str | None
     applied_at: datetime | None
     updated_at: datetime
+    reviewed_by: str | None = None
+    reviewed_at: datetime | None = None
+    review_note: str | None = None
+    run_plan_id: int | None = None
+    run_applied_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -674,6 +740,36 @@ def _to_run_record(row: RunRow) -> RunRecord:
         counts=row.counts,
         holder=row.holder,
         fencing_token=row.fencing_token,
+        plan_id=row.plan_id,
+        applied_by=row.applied_by,
+    )
+
+
+def _to_review_record(
+    row: DecisionRow, policy_version_id: int | None, policy_hash: str | None
+) -> ReviewRecord:
+    return ReviewRecord(
+        decision_id=row.id,
+        run_id=row.run_id,
+        program_id=row.program_id,
+        enrollment_id=row.enrollment_id or "",
+        change_state=_CHANGE_STATES[row.change_state],
+        current_status=row.current_status,
+        status=row.status,
+        reason=row.reason,
+        rule_id=row.rule_id,
+        current_group_ids=row.current_group_ids,
+        group_ids=row.group_ids,
+        body=row.planned_patch or {},
+        enrollment_updated_at=row.enrollment_updated_at,
+        facts_fingerprint=row.facts_fingerprint,
+        policy_version_id=policy_version_id,
+        policy_hash=policy_hash,
+        since=row.updated_at,
+        reviewed_by=row.reviewed_by,
+        reviewed_at=row.reviewed_at,
+        review_note=row.review_note,
+        attempts=row.attempts,
     )
 
 
@@ -698,6 +794,11 @@ def _to_decision_record(row: DecisionRow, run: RunRow) -> DecisionRecord:
         error_message=row.error_message,
         applied_at=row.applied_at,
         updated_at=row.updated_at,
+        reviewed_by=row.reviewed_by,
+        reviewed_at=row.reviewed_at,
+        review_note=row.review_note,
+        run_plan_id=run.plan_id,
+        run_applied_by=run.applied_by,
     )
 
 
@@ -900,6 +1001,8 @@ class Store:
         *,
         holder: str | None = None,
         fencing_token: int | None = None,
+        plan_id: int | None = None,
+        applied_by: str | None = None,
     ) -> int:
         """Record a new run (outcome ``running``); returns its id.
 
@@ -918,6 +1021,8 @@ class Store:
             "counts": {},
             "holder": _storable_or_none(holder),
             "fencing_token": fencing_token,
+            "plan_id": plan_id,
+            "applied_by": _storable_or_none(applied_by),
         }
         with database_errors("could not start the run"), write_transaction(self._engine) as connection:
             if fencing_token is not None:
@@ -1033,7 +1138,7 @@ class Store:
                 batch,
                 run_id=run_id,
                 program_id=program_id,
-                live=run.mode == RunMode.LIVE,
+                live=run.mode in (RunMode.LIVE, RunMode.PLAN),  # a plan's changes wait to be applied
                 updated_at=updated_at,
                 change_keys=change_keys,
             )
@@ -1067,6 +1172,8 @@ class Store:
                 DecisionRow.program_id == program_id,
                 DecisionRow.change_state.in_(sorted(OPEN_STATES)),
                 DecisionRow.enrollment_id.is_not(None),
+                # An approved change is finished by ``review approve``, never re-planned.
+                DecisionRow.reviewed_by.is_(None),
             )
             .order_by(DecisionRow.id)
         )
@@ -1329,6 +1436,191 @@ class Store:
     def _change_state(connection: Connection, decision_id: int) -> str | None:
         query = select(DecisionRow.change_state).where(DecisionRow.id == decision_id)
         return connection.execute(query).scalar_one_or_none()
+
+    # -- saved plans -------------------------------------------------------------------
+
+    def create_plan(self, program_id: str, run_id: int, api_url: str) -> int:
+        """Save the changes of ``plan`` run ``run_id`` as a plan; returns the plan id."""
+        values = {
+            "program_id": program_id,
+            "run_id": run_id,
+            "api_url": _storable_text(api_url),
+            "created_at": self._clock(),
+            "state": PlanState.SAVED.value,
+        }
+        statement = insert(PlanRow).values(values).returning(PlanRow.id)
+        with database_errors("could not save the plan"), write_transaction(self._engine) as connection:
+            plan_id: int = connection.execute(statement).scalar_one()
+            connection.execute(update(RunRow).where(RunRow.id == run_id).values(plan_id=plan_id))
+            return plan_id
+
+    def plan(self, plan_id: int) -> PlanRecord | None:
+        """One saved plan with its plan run's policy, time and counts, or ``None``."""
+        query = select(PlanRow, RunRow).join(RunRow, RunRow.id == PlanRow.run_id).where(PlanRow.id == plan_id)
+        with database_errors("could not read the plan"), Session(self._engine) as session:
+            found = session.execute(query).one_or_none()
+            if found is None:
+                return None
+            plan, run = found
+            return PlanRecord(
+                id=plan.id,
+                program_id=plan.program_id,
+                run_id=plan.run_id,
+                api_url=plan.api_url,
+                created_at=plan.created_at,
+                state=PlanState(plan.state),
+                apply_run_id=plan.apply_run_id,
+                applied_by=plan.applied_by,
+                applied_at=plan.applied_at,
+                policy_version_id=run.policy_version_id,
+                evaluation_now=run.evaluation_now,
+                run_outcome=RunOutcome(run.outcome),
+                counts=run.counts,
+            )
+
+    def claim_plan(
+        self, plan_id: int, apply_run_id: int, applied_by: str, *, fencing_token: int | None
+    ) -> None:
+        """An apply run takes a plan (``saved``, or ``applying`` after a killed apply).
+
+        In the same transaction the plan's unsettled changes are marked approved by
+        ``applied_by``: applying a plan is approving what it holds. Refused with
+        ``StoreError`` when the plan is already ``applied``.
+        """
+        plan = self.plan(plan_id)
+        if plan is None:
+            raise StoreError(f"no plan {plan_id}")
+        now = self._clock()
+        claim = (
+            update(PlanRow)
+            .where(PlanRow.id == plan_id, PlanRow.state != PlanState.APPLIED.value)
+            .values(
+                state=PlanState.APPLYING.value,
+                apply_run_id=apply_run_id,
+                applied_by=_storable_text(applied_by),
+            )
+        )
+        approve = (
+            update(DecisionRow)
+            .where(
+                DecisionRow.run_id == plan.run_id,
+                DecisionRow.change_state.in_(sorted(OPEN_STATES)),
+                DecisionRow.reviewed_by.is_(None),
+            )
+            .values(reviewed_by=_storable_text(applied_by), reviewed_at=now)
+        )
+        owner = _Owner(plan.program_id, fencing_token)
+        with database_errors("could not claim the plan"), _fenced(self._engine, owner) as connection:
+            if connection.execute(claim).rowcount != 1:
+                raise StoreError(f"plan {plan_id} has already been applied")
+            connection.execute(approve)
+
+    def finish_plan(self, plan_id: int, *, fencing_token: int | None) -> None:
+        """Every change of the plan is settled: the plan is ``applied`` and never applies again."""
+        plan = self.plan(plan_id)
+        if plan is None:
+            raise StoreError(f"no plan {plan_id}")
+        statement = (
+            update(PlanRow)
+            .where(PlanRow.id == plan_id)
+            .values(state=PlanState.APPLIED.value, applied_at=self._clock())
+        )
+        owner = _Owner(plan.program_id, fencing_token)
+        with database_errors("could not finish the plan"), _fenced(self._engine, owner) as connection:
+            connection.execute(statement)
+
+    def run_changes(self, run_id: int, states: Iterable[ChangeState] | None = None) -> list[DecisionRecord]:
+        """A run's decisions that carry a PATCH body (in ``states`` when given), in order."""
+        query = (
+            select(DecisionRow, RunRow)
+            .join(RunRow, RunRow.id == DecisionRow.run_id)
+            .where(DecisionRow.run_id == run_id, DecisionRow.planned_patch.is_not(None))
+            .order_by(DecisionRow.id)
+        )
+        if states is not None:
+            query = query.where(
+                DecisionRow.change_state.in_(sorted(ChangeState(state).value for state in states))
+            )
+        return self._decision_records(query)
+
+    def changes_by_id(self, decision_ids: Sequence[int]) -> list[PlannedChange]:
+        """The outbox view (``PlannedChange``) of these decisions, in id order."""
+        query = (
+            select(*_PLANNED_COLUMNS).where(DecisionRow.id.in_(list(decision_ids))).order_by(DecisionRow.id)
+        )
+        with database_errors("could not read changes"), self._engine.connect() as connection:
+            return [_to_planned_change(row) for row in connection.execute(query)]
+
+    # -- the review queue --------------------------------------------------------------
+
+    def review_queue(
+        self,
+        program_id: str | None = None,
+        *,
+        states: Iterable[ChangeState] = (ChangeState.AWAITING_APPROVAL,),
+        decision_ids: Sequence[int] | None = None,
+    ) -> list[ReviewRecord]:
+        """Changes in ``states`` (default: waiting for approval), oldest first."""
+        query = (
+            select(DecisionRow, RunRow.policy_version_id, PolicyVersionRow.content_hash)
+            .join(RunRow, RunRow.id == DecisionRow.run_id)
+            .outerjoin(PolicyVersionRow, PolicyVersionRow.id == RunRow.policy_version_id)
+            .where(
+                DecisionRow.change_state.in_(sorted(ChangeState(state).value for state in states)),
+                RunRow.mode != RunMode.PLAN.value,  # a plan's changes are applied with ``apply``
+            )
+            .order_by(DecisionRow.id)
+        )
+        if program_id is not None:
+            query = query.where(DecisionRow.program_id == program_id)
+        if decision_ids is not None:
+            query = query.where(DecisionRow.id.in_(list(decision_ids)))
+        with database_errors("could not read the review queue"), Session(self._engine) as session:
+            return [
+                _to_review_record(row, version, content_hash)
+                for row, version, content_hash in session.execute(query)
+            ]
+
+    def refused_changes(self, program_id: str) -> list[ReviewRecord]:
+        """Each enrollment's newest refused change in the program."""
+        newest: dict[str, ReviewRecord] = {}
+        for record in self.review_queue(program_id, states=(ChangeState.REFUSED,)):
+            newest[record.enrollment_id] = record
+        return list(newest.values())
+
+    def approve(self, decision_ids: Sequence[int], reviewed_by: str, *, fencing_token: int | None) -> None:
+        """Waiting changes become ``planned``, approved by ``reviewed_by`` (all or nothing)."""
+        values = {"change_state": ChangeState.PLANNED.value, "reviewed_by": _storable_text(reviewed_by)}
+        self._review(decision_ids, values, "approve", fencing_token)
+
+    def refuse(
+        self, decision_ids: Sequence[int], reviewed_by: str, note: str | None, *, fencing_token: int | None
+    ) -> None:
+        """Waiting changes become ``refused`` by ``reviewed_by`` with ``note`` (all or nothing)."""
+        values = {
+            "change_state": ChangeState.REFUSED.value,
+            "reviewed_by": _storable_text(reviewed_by),
+            "review_note": _storable_or_none(note),
+        }
+        self._review(decision_ids, values, "refuse", fencing_token)
+
+    def _review(
+        self, decision_ids: Sequence[int], values: dict[str, Any], verb: str, fencing_token: int | None
+    ) -> None:
+        ids = sorted(set(decision_ids))
+        if not ids:
+            return
+        now = self._clock()
+        statement = (
+            update(DecisionRow)
+            .where(DecisionRow.id.in_(ids), DecisionRow.change_state == ChangeState.AWAITING_APPROVAL.value)
+            .values({**values, "reviewed_at": now, "updated_at": now})
+        )
+        owners = self._decision_owners(ids, fencing_token)
+        with database_errors(f"could not {verb} the changes"), _fenced(self._engine, *owners) as connection:
+            moved = connection.execute(statement).rowcount
+            if moved != len(ids):  # raising rolls the whole transaction back
+                raise StoreError(f"only {moved} of {len(ids)} changes were waiting for approval")
 
     # -- fencing -----------------------------------------------------------------------
 

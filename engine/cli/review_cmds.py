@@ -1,0 +1,252 @@
+"""Saved plans and the review queue: plan, apply, review (approve, reject)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from engine.cli.options import (
+    Commands,
+    add_db_option,
+    add_now,
+    non_negative_int,
+    parse_interval,
+    positive_float,
+    positive_int,
+)
+from engine.cli.shared import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Progress,
+    app_config,
+    err,
+    out,
+    render_decisions,
+)
+
+FORMATS = ("table", "json", "csv", "html")
+
+
+def add_plan(commands: Commands) -> None:
+    cmd = commands.add_parser(
+        "plan",
+        help="evaluate like a dry run and save the changes as a plan to review and apply",
+        description="List and evaluate the program's enrollments like a dry run, preview the "
+        "decisions and save the changes as a plan in the store (apply it with: autoapprove apply ID).",
+    )
+    cmd.add_argument("--rules", type=Path, required=True, metavar="POLICY", help="the policy file")
+    cmd.add_argument("--program", metavar="P", help="program id (default: the policy's program_id)")
+    cmd.add_argument("--out", type=Path, metavar="FILE", help="also write the plan as a JSON file")
+    cmd.add_argument("--format", choices=FORMATS, default="table", help="preview format")
+    cmd.add_argument("--all", action="store_true", help="table: list unchanged enrollments too")
+    cmd.add_argument(
+        "--max-rps", type=positive_float, metavar="R", help="never send more than R requests per second"
+    )
+    add_now(cmd)
+    add_db_option(cmd)
+    cmd.set_defaults(handler=cmd_plan)
+
+
+def add_apply(commands: Commands) -> None:
+    cmd = commands.add_parser(
+        "apply",
+        help="apply a saved plan exactly (drifted changes are recorded stale, not sent)",
+        description="Apply exactly the changes of a saved plan (a plan id or a plan file) through "
+        "the outbox: re-read before each PATCH; an enrollment that changed since planning is not "
+        "sent and is recorded stale. A plan applies at most once.",
+    )
+    cmd.add_argument("plan", metavar="PLAN", help="a plan id or a plan file (autoapprove plan --out)")
+    cmd.add_argument("--yes", action="store_true", help="do not ask for confirmation (automation)")
+    cmd.add_argument("--max-age", type=parse_interval, default=86400.0, metavar="DURATION",
+                     help="refuse a plan older than this (default 24h)")  # fmt: skip
+    cmd.add_argument("--by", metavar="NAME", help="who applies it (default: the OS user); counts as approval")
+    cmd.add_argument("--program", metavar="P", help="refuse the plan unless it is for this program")
+    _add_send_options(cmd)
+    cmd.set_defaults(handler=cmd_apply)
+
+
+def add_review(commands: Commands) -> None:
+    cmd = commands.add_parser(
+        "review",
+        help="the review queue: changes waiting for a person's approval",
+        description="List the changes waiting for approval (the policy's review.require_approval and "
+        "rules with approval: required), or approve or reject them.",
+    )
+    cmd.add_argument("--program", metavar="P", help="only this program")
+    cmd.add_argument("--format", choices=FORMATS, default="table", help="output format")
+    add_db_option(cmd)
+    cmd.set_defaults(handler=cmd_review)
+    actions = cmd.add_subparsers(title="actions", metavar="ACTION")
+    approve = actions.add_parser(
+        "approve", help="approve waiting changes and send them at once",
+        description="Approve waiting changes and send them at once through the outbox (each is "
+        "re-read first; one that drifted is recorded stale and not sent).",
+    )  # fmt: skip
+    approve.add_argument(
+        "ids", nargs="*", type=positive_int, metavar="ID", help="change ids (autoapprove review)"
+    )
+    approve.add_argument("--all", action="store_true", help="every waiting change (of --program)")
+    approve.add_argument("--program", metavar="P", help="with --all: only this program")
+    approve.add_argument("--by", required=True, metavar="NAME", help="who approves (recorded)")
+    approve.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    _add_send_options(approve)
+    approve.set_defaults(handler=cmd_review_approve)
+    reject = actions.add_parser(
+        "reject", help="refuse waiting changes (nothing is sent)",
+        description="Refuse waiting changes: nothing is sent, and the change is not proposed again "
+        "until the enrollment's facts or the policy change.",
+    )  # fmt: skip
+    reject.add_argument("ids", nargs="+", type=positive_int, metavar="ID", help="change ids")
+    reject.add_argument("--by", required=True, metavar="NAME", help="who refuses (recorded)")
+    reject.add_argument("--note", metavar="TEXT", help="why (recorded and shown by history)")
+    add_db_option(reject)
+    reject.set_defaults(handler=cmd_review_reject)
+
+
+def _add_send_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--max-changes", type=non_negative_int, metavar="N",
+                     help="apply nothing when more than N changes would be sent")  # fmt: skip
+    cmd.add_argument("--concurrency", type=positive_int, default=8, metavar="N",
+                     help="concurrent API requests (default 8)")  # fmt: skip
+    cmd.add_argument(
+        "--max-rps", type=positive_float, metavar="R", help="never send more than R requests per second"
+    )
+    cmd.add_argument("--lock-ttl", type=positive_float, default=300.0, metavar="S",
+                     help="SQLite lease of the program lock in seconds (default 300)")  # fmt: skip
+    cmd.add_argument("--crash-at", help=argparse.SUPPRESS)  # test hook: hard exit at a named step
+    add_db_option(cmd)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from engine.bootstrap import plan_document_of, run_policy
+    from engine.policy.document import load_policy
+    from engine.render.text import render_run_footer
+    from engine.runs.service import RunSettings
+
+    _refuse_html(args.format)
+    policy = load_policy(args.rules)
+    config = app_config(args)
+    report = run_policy(policy, config, RunSettings(plan=True, now=args.now), program_id=args.program,
+                        progress=Progress())  # fmt: skip
+    out(render_decisions(report.decisions, policy, args.format, show_unchanged=args.all))
+    err(render_run_footer(report))
+    if args.out is not None:
+        document = plan_document_of(config, report.plan_id or 0)
+        try:
+            args.out.write_text(document.to_json(), encoding="utf-8")
+        except OSError as exc:
+            raise _input_error(f"{args.out}: cannot write the plan file: {exc.strerror or exc}") from exc
+        err(
+            f"plan written to {args.out} ({len(document.changes)} changes, checksum {document.checksum[:19]})"
+        )
+    saved = f"Plan {report.plan_id} saved; apply it with: autoapprove apply {report.plan_id}"
+    (out if args.format == "table" else err)(saved)
+    return EXIT_OK
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from engine.bootstrap import review_applier
+    from engine.render.text import render_apply_report, render_plan_summary
+    from engine.runs.plans import parse_plan_argument
+
+    target = parse_plan_argument(args.plan)
+    max_age = timedelta(seconds=args.max_age)
+    by = args.by or _os_user()
+    with review_applier(app_config(args), _send_settings(args), progress=Progress()) as applier:
+        document = applier.check_plan(target, max_age=max_age, program_id=args.program)
+        summary = render_plan_summary(document)
+        if not args.yes and not _ask(
+            f"{summary}\nApply plan {document.plan_id} at {document.api_url}? [y/N] "
+        ):
+            err("not confirmed: nothing was sent")
+            return EXIT_USAGE
+        report = applier.apply_plan(target, by=by, max_age=max_age)
+    err(render_apply_report(report))
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from engine.bootstrap import open_store
+    from engine.render.text import render_review_queue
+
+    _refuse_html(args.format)
+    with open_store(app_config(args)) as store:
+        waiting = store.review_queue(args.program)
+    out(render_review_queue(waiting, args.format))
+    return EXIT_OK
+
+
+def cmd_review_approve(args: argparse.Namespace) -> int:
+    from engine.bootstrap import review_applier
+    from engine.render.text import render_apply_report, render_review_queue
+
+    if bool(args.ids) == bool(args.all):
+        raise _input_error("review approve needs change ids or --all (not both)")
+    with review_applier(app_config(args), _send_settings(args), progress=Progress()) as applier:
+        records = applier.waiting_for(args.ids or None, args.program)
+        if not records:
+            err("no change is waiting for approval")
+            return EXIT_OK
+        table = render_review_queue(records, "table")
+        if not args.yes and not _ask(
+            f"{table}\nApprove and send these {len(records)} change(s) as {args.by}? [y/N] "
+        ):
+            err("not confirmed: nothing was sent")
+            return EXIT_USAGE
+        report = applier.approve(records, by=args.by)
+    err(render_apply_report(report))
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def cmd_review_reject(args: argparse.Namespace) -> int:
+    from engine.bootstrap import review_applier
+    from engine.runs.service import RunSettings
+
+    with review_applier(app_config(args), RunSettings()) as applier:
+        records = applier.waiting_for(args.ids, None)
+        refused = applier.refuse(records, by=args.by, note=args.note)
+    err(f"{refused} change(s) refused by {args.by}; nothing was sent")
+    return EXIT_OK
+
+
+def _send_settings(args: argparse.Namespace) -> Any:
+    from engine.runs.service import RunSettings
+
+    return RunSettings(
+        live=True, max_changes=args.max_changes, concurrency=args.concurrency, crash_at=args.crash_at
+    )
+
+
+def _ask(question: str) -> bool:
+    if not sys.stdin.isatty():
+        raise _input_error("outside a terminal this needs --yes (unattended runs must say so)")
+    sys.stderr.write(question)
+    sys.stderr.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def _refuse_html(fmt: str) -> None:
+    if fmt == "html":
+        raise _input_error(
+            "--format html: the HTML report is not in this version yet; use table, json or csv"
+        )
+
+
+def _input_error(message: str) -> Exception:
+    from engine.errors import InputError
+
+    return InputError(message)
+
+
+def _os_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

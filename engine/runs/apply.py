@@ -1,0 +1,481 @@
+"""Applying what a person reviewed: a saved plan (``apply``) or approved changes (``review``).
+
+Both go through the run service's outbox exactly as a live run does (recorded first, marked
+in flight, outcome recorded; one run per program under its lock; throttled; recorded as a
+run of its own), with one difference: nothing is evaluated again. Each change is re-read
+right before its PATCH; if the enrollment drifted since it was planned (``updated_at``
+moved, or its status left the policy's ``applies_to``), it is not sent and is recorded
+``stale`` with what changed. Everything else goes out exactly as reviewed.
+
+A plan applies at most once: each of its changes moves through the outbox once (a final
+state never moves again), and the plan is ``applied`` once every change has settled. An
+apply that was killed leaves the plan ``applying``: the next ``apply`` of the same plan
+finishes it (a change left in flight is found applied, or drifted, or sent once more; the
+PATCH sets absolute state). The same holds for ``review approve``: the approval is recorded
+before anything is sent, and approving the same changes again finishes them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from engine.errors import ApiAuthError, ApiError, AutoapproveError, InputError, RunAborted
+from engine.policy.decision import Decision, RuleTrace
+from engine.policy.document import Policy, load_policy_text
+from engine.policy.evaluator import Evaluator
+from engine.policy.facts import group_ids_of
+from engine.runs.plans import (
+    PlanChange,
+    PlanDocument,
+    PlanPolicy,
+    PlanTarget,
+    StatusAndGroups,
+    describe_drift,
+)
+from engine.runs.ports import DecisionStore, FlipApi, Outcome, PlannedChangeLike, ProgramLockLike
+from engine.runs.service import ChangeCheck, RunService, RunSettings, patch_is_applied
+
+__all__ = ["ApplyReport", "PlanRefused", "ReviewApplier", "ReviewStore", "plan_document"]
+
+DEFAULT_MAX_AGE = timedelta(hours=24)
+OPEN = ("planned", "in_flight", "failed_retryable", "deferred")
+LockFactory = Callable[[str, str], AbstractContextManager[ProgramLockLike]]
+
+
+class PlanRefused(InputError):
+    """A plan that must not be applied: already applied, or older than ``--max-age``."""
+
+
+class ReviewStore(DecisionStore, Protocol):
+    """What applying plans and approvals needs from the store, beyond a live run's needs."""
+
+    def plan(self, plan_id: int) -> Any: ...
+    def policy_version(self, policy_version_id: int) -> Any: ...
+    def run(self, run_id: int) -> Any: ...
+    def claim_plan(
+        self, plan_id: int, apply_run_id: int, applied_by: str, *, fencing_token: int | None
+    ) -> None: ...
+    def finish_plan(self, plan_id: int, *, fencing_token: int | None) -> None: ...
+    def run_changes(self, run_id: int, states: Iterable[Any] | None = None) -> Sequence[Any]: ...
+    def changes_by_id(self, decision_ids: Sequence[int]) -> Sequence[PlannedChangeLike]: ...
+    def decision_by_id(self, decision_id: int) -> Any: ...
+    def approve(
+        self, decision_ids: Sequence[int], reviewed_by: str, *, fencing_token: int | None
+    ) -> None: ...
+    def refuse(
+        self, decision_ids: Sequence[int], reviewed_by: str, note: str | None, *, fencing_token: int | None
+    ) -> None: ...
+
+
+@dataclass
+class ApplyReport:
+    """What an ``apply`` or ``review approve`` did, for the summary and the exit code."""
+
+    run_id: int
+    program_id: str
+    by: str
+    plan_id: int | None = None
+    outcome: str = "completed"
+    message: str | None = None
+    change_states: Counter[str] = field(default_factory=Counter)
+    stale: list[tuple[str, str]] = field(default_factory=list)  # enrollment id, what changed
+    created_groups: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        states = self.change_states
+        return states["failed_retryable"] + states["failed_permanent"] + states["deferred"]
+
+
+def plan_document(store: ReviewStore, plan_id: int) -> PlanDocument:
+    """A stored plan as its file shows it (``plan --out``; what a plan file is checked against)."""
+    plan = _plan(store, plan_id)
+    version = store.policy_version(plan.policy_version_id)
+    policy = load_policy_text(version.source_text, f"<stored policy version {version.id}>")
+    changes = [
+        _plan_change(record.decision, record.planned_patch, policy)
+        for record in store.run_changes(plan.run_id)
+    ]
+    return PlanDocument.build(
+        plan_id=plan.id,
+        program_id=plan.program_id,
+        api_url=plan.api_url,
+        policy=PlanPolicy(
+            name=version.name,
+            version=version.version,
+            content_hash=version.content_hash,
+            text=version.source_text,
+        ),
+        evaluation_time=plan.evaluation_now,
+        created_at=plan.created_at,
+        changes=changes,
+    )
+
+
+def _plan_change(decision: Decision, body: dict[str, Any], policy: Policy) -> PlanChange:
+    return PlanChange(
+        enrollment_id=decision.enrollment_id or "",
+        updated_at=decision.updated_at,
+        facts_fingerprint=decision.facts_fingerprint,
+        current=StatusAndGroups(status=decision.current_status, group_ids=list(decision.current_group_ids)),
+        planned=StatusAndGroups(
+            status=decision.status or decision.current_status, group_ids=list(decision.group_ids)
+        ),
+        rule_id=decision.rule_id,
+        reason=decision.reason,
+        requires_approval=policy.requires_approval(decision),
+        patch=body,
+    )
+
+
+def _plan(store: ReviewStore, plan_id: int) -> Any:
+    plan = store.plan(plan_id)
+    if plan is None:
+        raise InputError(f"no plan {plan_id} in this store (check --db or AUTOAPPROVE_DB)")
+    return plan
+
+
+def _reads(trace: Iterable[RuleTrace]) -> dict[str, Any]:
+    reads: dict[str, Any] = {}
+    for entry in trace:
+        reads.update(entry.reads)
+    return reads
+
+
+class ReviewApplier:
+    """Applies saved plans and approved changes through the run service's outbox."""
+
+    def __init__(
+        self,
+        api: FlipApi,
+        store: ReviewStore,
+        settings: RunSettings,
+        *,
+        lock_factory: LockFactory,
+        progress: Callable[[str, int, int], None] | None = None,
+        stop: threading.Event | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.api = api
+        self.store = store
+        self.settings = settings
+        self.lock_factory = lock_factory
+        self.progress = progress
+        self.stop = stop or threading.Event()
+        self.clock = clock
+        self._policies: dict[int, Policy] = {}
+
+    # -- plans -------------------------------------------------------------------------
+
+    def check_plan(
+        self, target: PlanTarget, *, max_age: timedelta = DEFAULT_MAX_AGE, program_id: str | None = None
+    ) -> PlanDocument:
+        """Every reason to refuse a plan before anything is sent, or the plan as stored."""
+        stored = plan_document(self.store, target.plan_id)
+        if target.document is not None and target.document.checksum != stored.checksum:
+            raise InputError(
+                f"{target.source}: does not match plan {target.plan_id} as the store has it "
+                "(a file from another store, or edited and re-summed)"
+            )
+        if stored.api_url != self.settings.api_url:
+            raise InputError(
+                f"plan {stored.plan_id} was made against {stored.api_url}, not {self.settings.api_url}: "
+                "apply it with the FLIP_API_URL it was planned with"
+            )
+        if program_id is not None and program_id != stored.program_id:
+            raise InputError(f"plan {stored.plan_id} is for program {stored.program_id}, not {program_id}")
+        plan = _plan(self.store, target.plan_id)
+        self._refuse_if_done(plan, max_age)
+        return stored
+
+    def _refuse_if_done(self, plan: Any, max_age: timedelta) -> None:
+        if plan.state == "applied":
+            raise PlanRefused(
+                f"plan {plan.id} was already applied (run {plan.apply_run_id}, by {plan.applied_by}); "
+                "a plan applies at most once: make a new one with autoapprove plan"
+            )
+        age = self.clock() - plan.created_at
+        if age > max_age:
+            raise PlanRefused(
+                f"plan {plan.id} is {_duration(age)} old, older than --max-age {_duration(max_age)}: "
+                "make a new plan (or raise --max-age deliberately)"
+            )
+
+    def apply_plan(self, target: PlanTarget, *, by: str, max_age: timedelta = DEFAULT_MAX_AGE) -> ApplyReport:
+        """Apply a checked plan (``check_plan`` first) exactly, under the program's lock."""
+        plan = _plan(self.store, target.plan_id)
+        policy = self._policy(plan.policy_version_id)
+        with self.lock_factory(plan.program_id, self.settings.holder) as lock:
+            plan = _plan(self.store, target.plan_id)  # another apply may have run meanwhile
+            self._refuse_if_done(plan, max_age)
+            token = lock.fencing_token
+            run_id = self._start(
+                plan.program_id, "apply", plan.policy_version_id, token, by=by, plan_id=plan.id
+            )
+            report = ApplyReport(run_id, plan.program_id, by, plan_id=plan.id)
+            service = self._service(policy)
+            with self._finishing(report, token):
+                records = {r.id: r for r in self.store.run_changes(plan.run_id, OPEN)}
+                changes = list(self.store.changes_by_id(sorted(records)))
+                to_send = self._hold_leaving_active(policy, changes, records, report, token)
+                if plan.state == "saved":  # a resumed apply already passed the breakers
+                    self._circuit_breakers(policy, plan.counts, len(to_send))
+                self.store.claim_plan(plan.id, run_id, by, fencing_token=token)
+                service.crash_point("after_claim")
+                self._create_groups(plan.program_id, to_send, report, service)
+                check = self._drift_check({r.id: (r, policy) for r in records.values()})
+                service.send_changes(to_send, check, report.change_states, token, lock)
+                self._collect_stale(plan.run_id, records, report)
+                if not self.stop.is_set() and report.outcome == "completed":
+                    self.store.finish_plan(plan.id, fencing_token=token)
+            return report
+
+    # -- the review queue --------------------------------------------------------------
+
+    def waiting_for(
+        self, decision_ids: Sequence[int] | None, program_id: str | None
+    ) -> list[Any]:  # ReviewRecord
+        """The changes ``review approve``/``reject`` names: each must be waiting (or, to finish
+        an approval that was interrupted, approved and not yet settled)."""
+        waiting: list[Any] = list(self.store.review_queue(program_id, decision_ids=decision_ids))
+        # Approved but not settled: the approve run that took them was killed or stopped.
+        unfinished = [
+            r
+            for r in self.store.review_queue(program_id, states=OPEN, decision_ids=decision_ids)
+            if r.reviewed_by is not None
+        ]
+        found = {r.decision_id: r for r in [*waiting, *unfinished]}
+        for decision_id in decision_ids or ():
+            if decision_id not in found:
+                raise InputError(self._not_waiting(decision_id))
+        programs = sorted({r.program_id for r in found.values()})
+        if len(programs) > 1:
+            raise InputError(f"the changes belong to several programs ({', '.join(programs)}): one at a time")
+        return sorted(found.values(), key=lambda r: r.decision_id)
+
+    def _not_waiting(self, decision_id: int) -> str:
+        record = self.store.decision_by_id(decision_id)
+        if record is None:
+            return f"no change {decision_id} in this store"
+        return f"change {decision_id} is not waiting for approval (it is {record.change_state})"
+
+    def approve(self, records: Sequence[Any], *, by: str) -> ApplyReport:
+        """Approve waiting changes and send them at once (re-read first; drifted: ``stale``)."""
+        program = records[0].program_id
+        with self.lock_factory(program, self.settings.holder) as lock:
+            token = lock.fencing_token
+            ids = [r.decision_id for r in records]
+            current = {r.decision_id: r for r in self.waiting_for(ids, program)}  # re-read under the lock
+            run_id = self._start(program, "approve", records[0].policy_version_id, token, by=by)
+            report = ApplyReport(run_id, program, by)
+            first = self._policy(records[0].policy_version_id)
+            service = self._service(first)
+            with self._finishing(report, token):
+                waiting = [i for i, r in current.items() if r.change_state == "awaiting_approval"]
+                self.store.approve(waiting, by, fencing_token=token)
+                service.crash_point("after_approval")
+                changes = list(self.store.changes_by_id(ids))
+                self._create_groups(program, changes, report, service)
+                planned = {
+                    r.decision_id: (
+                        self.store.decision_by_id(r.decision_id),
+                        self._policy(r.policy_version_id),
+                    )
+                    for r in current.values()
+                }
+                service.send_changes(changes, self._drift_check(planned), report.change_states, token, lock)
+                for change in changes:
+                    record = self.store.decision_by_id(change.decision_id)
+                    if record is not None and record.change_state == "stale":
+                        report.stale.append((change.enrollment_id, record.error_message or ""))
+            return report
+
+    def refuse(self, records: Sequence[Any], *, by: str, note: str | None) -> int:
+        """Record that a person refused these waiting changes; nothing is sent."""
+        waiting = [r for r in records if r.change_state == "awaiting_approval"]
+        if len(waiting) != len(records):
+            raise InputError(self._not_waiting(next(r.decision_id for r in records if r not in waiting)))
+        program = records[0].program_id
+        with self.lock_factory(program, self.settings.holder) as lock:
+            self.store.refuse([r.decision_id for r in records], by, note, fencing_token=lock.fencing_token)
+        return len(records)
+
+    # -- shared steps ------------------------------------------------------------------
+
+    def _policy(self, policy_version_id: int | None) -> Policy:
+        if policy_version_id is None:
+            raise InputError("the change has no stored policy version: it cannot be re-checked")
+        if policy_version_id not in self._policies:
+            version = self.store.policy_version(policy_version_id)
+            if version is None:
+                raise InputError(f"policy version {policy_version_id} is not in the store")
+            self._policies[policy_version_id] = load_policy_text(
+                version.source_text, f"<stored policy version {version.id}>"
+            )
+        return self._policies[policy_version_id]
+
+    def _service(self, policy: Policy) -> RunService:
+        return RunService(policy, self.api, self.store, self.settings, progress=self.progress, stop=self.stop)
+
+    def _start(
+        self,
+        program: str,
+        mode: str,
+        version_id: int | None,
+        token: int,
+        *,
+        by: str,
+        plan_id: int | None = None,
+    ) -> int:
+        run_id = self.store.start_run(
+            program, mode, version_id, self.clock().replace(microsecond=0), holder=self.settings.holder,
+            fencing_token=token, plan_id=plan_id, applied_by=by,
+        )  # fmt: skip
+        # Under the lock no other run of the program is alive: any still "running" was killed.
+        self.store.interrupt_running_runs(program, except_run_id=run_id, fencing_token=token)
+        return run_id
+
+    def _finishing(self, report: ApplyReport, token: int) -> AbstractContextManager[None]:
+        return _Finishing(self.store, report, token, self.stop)
+
+    def _hold_leaving_active(
+        self,
+        policy: Policy,
+        changes: list[PlannedChangeLike],
+        records: dict[int, Any],
+        report: ApplyReport,
+        token: int,
+    ) -> list[PlannedChangeLike]:
+        allowed = {s.value for s in policy.document.limits.allow_leaving_active}
+        to_send = []
+        for change in changes:
+            decision = records[change.decision_id].decision
+            if (
+                decision.current_status == "ACTIVE"
+                and decision.status_changes
+                and decision.status not in allowed
+            ):
+                reason = f"ACTIVE -> {decision.status} is not in the policy's allow_leaving_active"
+                self.store.record_outcome(
+                    change.decision_id, "held", fencing_token=token, error_message=reason
+                )
+                report.change_states["held"] += 1
+            else:
+                to_send.append(change)
+        return to_send
+
+    def _circuit_breakers(self, policy: Policy, counts: dict[str, Any], changes: int) -> None:
+        limits = policy.document.limits
+        limit = self.settings.max_changes if self.settings.max_changes is not None else limits.max_changes
+        reason = None
+        if limit is not None and changes > limit:
+            reason = f"{changes} changes planned, more than the limit of {limit}"
+        actions = counts.get("actions") or {}
+        evaluated = int(actions.get("update", 0)) + int(actions.get("none", 0))
+        rejects = sum(
+            int(n) for t, n in (counts.get("transitions") or {}).items() if str(t).endswith("-> REJECTED")
+        )
+        if reason is None and limits.max_reject_ratio is not None and evaluated:
+            ratio = rejects / evaluated
+            if ratio > limits.max_reject_ratio:
+                reason = (
+                    f"the plan rejects {rejects} of {evaluated} evaluated enrollments ({ratio:.0%}), "
+                    f"above the policy's max_reject_ratio of {limits.max_reject_ratio:.0%}"
+                )
+        if reason is not None:
+            raise RunAborted(reason)  # the plan stays saved: nothing was claimed or sent
+
+    def _create_groups(
+        self, program: str, changes: Sequence[PlannedChangeLike], report: ApplyReport, service: RunService
+    ) -> None:
+        wanted = sorted({g for c in changes for g in c.body.get("group_ids") or []})
+        if not wanted:
+            return
+        existing = {group.id for group in self.api.list_groups(program)}
+        for group_id in wanted:
+            if group_id not in existing:
+                _group, created = self.api.ensure_group(program, group_id, group_id)
+                service.crash_point("after_group_create")
+                if created:
+                    report.created_groups.append(group_id)
+
+    def _drift_check(self, planned: dict[int, tuple[Any, Policy]]) -> ChangeCheck:
+        """Re-read each change right before its PATCH; drifted ones are ``stale``, never re-evaluated
+        into something else."""
+        tracers: dict[int, Evaluator] = {}
+
+        def check(change: PlannedChangeLike) -> Outcome | None:
+            fresh = self.api.get_enrollment_dict(change.enrollment_id)
+            if change.change_state in ("in_flight", "failed_retryable") and patch_is_applied(
+                change.body, fresh
+            ):
+                return Outcome(
+                    change.decision_id, "recovered",
+                    error_message="found applied when re-checked after an interrupted or failed attempt",
+                )  # fmt: skip
+            record, policy = planned[change.decision_id]
+            status = fresh.get("status")
+            if fresh.get("updated_at") == change.enrollment_updated_at and status in policy.applies_to:
+                return None
+            tracer = tracers.setdefault(id(policy), Evaluator(policy, record.run_now, trace=True))
+            planned_reads = _reads(record.decision.trace)
+            # Without a trace of what the change read, facts cannot be compared: say nothing of them.
+            fresh_reads = _reads(tracer.evaluate(fresh).trace) if planned_reads else {}
+            site = fresh.get("site")
+            what = describe_drift(
+                planned_status=record.decision.current_status,
+                planned_groups=record.decision.current_group_ids,
+                fresh_status=status if isinstance(status, str) else None,
+                fresh_groups=group_ids_of(site) if isinstance(site, dict) else [],
+                planned_reads=planned_reads,
+                fresh_reads=fresh_reads,
+            )
+            return Outcome(change.decision_id, "stale", error_message=f"drifted since planning: {what}")
+
+        return check
+
+    def _collect_stale(self, plan_run_id: int, records: dict[int, Any], report: ApplyReport) -> None:
+        for record in self.store.run_changes(plan_run_id, ("stale",)):
+            if record.id in records:
+                report.stale.append((record.decision.enrollment_id or "", record.error_message or ""))
+
+
+class _Finishing(AbstractContextManager[None]):
+    """Records how an apply or approve run ended, whatever ended it."""
+
+    def __init__(self, store: ReviewStore, report: ApplyReport, token: int, stop: threading.Event) -> None:
+        self.store, self.report, self.token, self.stop = store, report, token, stop
+
+    def __exit__(self, kind: Any, exc: Any, _tb: Any) -> None:
+        report = self.report
+        if exc is None:
+            report.outcome = "interrupted" if self.stop.is_set() else "completed"
+        elif isinstance(exc, RunAborted):
+            report.outcome, report.message = "aborted", str(exc)
+        elif isinstance(exc, KeyboardInterrupt):
+            report.outcome, report.message = "interrupted", "interrupted"
+        elif isinstance(exc, ApiAuthError):
+            report.outcome, report.message = "failed", "API key refused"
+        elif isinstance(exc, ApiError):
+            report.outcome, report.message = "failed", f"Flip API error: HTTP {exc.status_code or '-'}"
+        elif isinstance(exc, AutoapproveError):
+            report.outcome, report.message = "failed", str(exc)
+        else:
+            return
+        counts = {"changes": dict(report.change_states), "stale": len(report.stale)}
+        self.store.finish_run(report.run_id, report.outcome, counts, report.message, fencing_token=self.token)
+
+
+def _duration(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds >= 86400 and seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds // 60}m"
