@@ -7,8 +7,8 @@ configuration object built from its arguments and the environment it was given.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,19 @@ def open_client(config: AppConfig) -> FlipClient:
     return FlipClient(api_settings(config))
 
 
+def _lock_factory(
+    store: Store, config: AppConfig
+) -> Callable[[str, str], AbstractContextManager[ProgramLock]]:
+    """Program locks on the store's database, with the configured lease length."""
+
+    @contextmanager
+    def lock_factory(program: str, holder: str) -> Iterator[ProgramLock]:
+        with acquire_program_lock(store.engine, program, holder, ttl_s=config.lock_ttl_s) as lock:
+            yield lock
+
+    return lock_factory
+
+
 @contextmanager
 def review_applier(
     config: AppConfig,
@@ -60,11 +73,7 @@ def review_applier(
 ) -> Iterator[ReviewApplier]:
     """The applier of saved plans and approvals, with the real client and store."""
     with open_client(config) as client, open_store(config) as store:
-
-        @contextmanager
-        def lock_factory(program: str, holder: str) -> Iterator[ProgramLock]:
-            with acquire_program_lock(store.engine, program, holder, ttl_s=config.lock_ttl_s) as lock:
-                yield lock
+        lock_factory = _lock_factory(store, config)
 
         settings = replace(settings, api_url=client.settings.base_url)
         yield ReviewApplier(client, store, settings, lock_factory=lock_factory, progress=progress, stop=stop)
@@ -82,11 +91,7 @@ def run_policy(
 ) -> RunReport:
     """One run with the real client and store."""
     with open_client(config) as client, open_store(config) as store:
-
-        @contextmanager
-        def lock_factory(program: str, holder: str) -> Iterator[ProgramLock]:
-            with acquire_program_lock(store.engine, program, holder, ttl_s=config.lock_ttl_s) as lock:
-                yield lock
+        lock_factory = _lock_factory(store, config)
 
         settings = replace(settings, api_url=client.settings.base_url)
         service = RunService(
