@@ -180,8 +180,10 @@ def render_run_footer(report: Any) -> str:
             lines.append(f"{report.awaiting_approval} changes await approval: autoapprove review")
     else:
         needed = sum(1 for d in report.decisions if d.action is Action.UPDATE)
-        what = "saved in the plan" if getattr(report, "plan_id", None) else "would be sent"
-        lines.append(f"  {needed} change(s) {what}; nothing was sent")
+        if getattr(report, "plan_id", None):
+            lines.append(f"  {needed} change(s) saved in the plan; nothing was sent")
+        else:
+            lines.append(f"  {needed} change(s) would be sent; nothing was sent (dry run)")
         if report.awaiting_approval:
             lines.append(f"  {report.awaiting_approval} of them would wait for approval in a live run")
     return "\n".join(lines)
