@@ -19,6 +19,8 @@ from engine.store.schema import DecisionRow
 
 from .conftest import CRASH_EXIT, NOW_ARG, Product, open_store, tx_policy_text
 
+pytestmark = pytest.mark.slow  # a plan, a kill and two reruns per step: CI runs them
+
 SETTLED = {"applied", "recovered", "stale", "failed_permanent", "failed_retryable", "deferred", "held"}
 APPLY_STEPS = [
     "after_claim",
