@@ -389,6 +389,17 @@ class FakeStore:
             return body, "none", None
         return body, "planned", None
 
+    # The review queue and saved plans are covered against the real store
+    # (tests/pipeline/test_plans_and_review.py); here the queue is empty.
+    def review_queue(self, program_id: str | None = None, **_filters: Any) -> list[Any]:
+        return []
+
+    def refused_changes(self, program_id: str) -> list[Any]:
+        return []
+
+    def create_plan(self, program_id: str, run_id: int, api_url: str) -> int:
+        return run_id
+
     def planned_changes(self, run_id: int) -> list[ChangeView]:
         self.world.log("planned_changes", str(run_id))
         return [_view(c) for c in self.changes.values() if c.run_id == run_id and c.change_state == "planned"]
