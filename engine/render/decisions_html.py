@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -207,8 +207,13 @@ def _withheld(decision: Decision) -> Decision:
     return replace(decision, reason=WITHHELD)
 
 
-def explanation_detail(explanation: Explanation, *, reason_withheld: bool = False) -> Detail:
-    """A row's detail: the decision in one line, data warnings, then each rule in order."""
+def explanation_detail(
+    explanation: Explanation, *, reason_withheld: bool = False, texts: ExpressionTexts | None = None
+) -> Detail:
+    """A row's detail: the decision in one line, data warnings, then each rule in order.
+
+    Pass one ``ExpressionTexts`` for many explanations of one policy (it caches the text of
+    each sub-condition)."""
     decision = explanation.decision
     if reason_withheld and decision.reason:
         decision = _withheld(decision)
@@ -216,7 +221,7 @@ def explanation_detail(explanation: Explanation, *, reason_withheld: bool = Fals
     return Detail(
         summary=summary,
         notes=[f"data warning: {w}" for w in explanation.warnings],
-        sections=[explanation_section(explanation)],
+        sections=[explanation_section(explanation, texts=texts)],
     )
 
 
@@ -245,21 +250,41 @@ def decision_summary(decision: Decision) -> str:
     return " ".join(parts)
 
 
-def explanation_section(explanation: Explanation, title: str | None = None) -> DetailSection:
+def explanation_section(
+    explanation: Explanation, title: str | None = None, *, texts: ExpressionTexts | None = None
+) -> DetailSection:
     if explanation.decision.action is Action.SKIP:
         note = "Skipped: its status is not in the policy's applies_to, so no rule was evaluated."
         return DetailSection(title, [], note)
     if not explanation.rules:
         return DetailSection(title, [], explanation.decision.error or "No rule was evaluated.")
-    return DetailSection(title, [rule_step(rule) for rule in explanation.rules])
+    texts = texts or ExpressionTexts()
+    return DetailSection(title, [rule_step(rule, texts) for rule in explanation.rules])
 
 
-def rule_step(rule: RuleExplanation) -> RuleStep:
+def rule_step(rule: RuleExplanation, texts: ExpressionTexts | None = None) -> RuleStep:
+    texts = texts or ExpressionTexts()
     verdict: Verdict = "error" if rule.error else ("match" if rule.matched else "no match")
     reads = [(path, _read_value(path, value), path in rule.missing) for path, value in rule.reads.items()]
-    decided = [(_clip(_compact(step.expression), _EXPRESSION_CLIP), _step_value(step.expression, step.value))
-               for step in rule.decided_by]  # fmt: skip
+    decided = [
+        (texts.text(step.expression), _step_value(step.expression, step.value)) for step in rule.decided_by
+    ]
     return RuleStep(rule.rule_id, rule.kind, verdict, reads=reads, decided_by=decided, error=rule.error)
+
+
+class ExpressionTexts:
+    """The compact JSON text of each sub-condition, made once: explanations of one policy
+    point at the same condition objects again and again."""
+
+    def __init__(self) -> None:
+        # Keyed by id(): the entry keeps the expression alive, so an id is never reused.
+        self._texts: dict[int, tuple[Any, str]] = {}
+
+    def text(self, expression: Any) -> str:
+        found = self._texts.get(id(expression))
+        if found is None:
+            found = self._texts[id(expression)] = (expression, _clip(_compact(expression), _EXPRESSION_CLIP))
+        return found[1]
 
 
 def _read_value(path: str, value: Any) -> str:
@@ -284,7 +309,17 @@ def _step_value(expression: Any, value: Any) -> str:
 
 
 def _compact(value: Any) -> str:
+    # Most values read are scalars: skip the encoder machinery for them.
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else ("true" if value else "false")
+    if isinstance(value, str):
+        return _quote(value)
+    if isinstance(value, int):
+        return str(value)
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+_quote: Callable[[str], str] = json.encoder.encode_basestring  # the C encoder json.dumps uses for a str
 
 
 def _clip(text: str, width: int) -> str:
@@ -305,11 +340,13 @@ class ExplainedDecisions:
         self.detail_ids: list[int | None] = []
         self._explainer = Explainer(policy, now)
         self._withheld = personal_reason_rules(policy)
+        self._texts = ExpressionTexts()
 
     def __call__(self, raw: Any, decision: Decision) -> None:
         explanation = self._explainer.explain(raw, decision)
         withheld = decision.rule_id in self._withheld
-        self.detail_ids.append(self.details.add(explanation_detail(explanation, reason_withheld=withheld)))
+        detail = explanation_detail(explanation, reason_withheld=withheld, texts=self._texts)
+        self.detail_ids.append(self.details.add(detail))
 
     def page(self, context: ReportContext, decisions: Sequence[Decision], **kwargs: Any) -> Page:
         if len(decisions) != len(self.detail_ids):

@@ -178,3 +178,27 @@ def test_hostile_data_renders_as_text_and_runs_nothing(
         assert HOSTILE[index] in detail  # the values it read, as text
         assert page.locator(".detail img, .detail script").count() == 0
     assert page.evaluate("typeof window.__pwned") == "undefined"
+
+
+def test_a_generic_page_sorts_numbers_and_text_empty_last(tmp_path: Path, open_report: Any) -> None:
+    from engine.render.html import Column, Page, Row, Table, render_page
+
+    values = [("b", 10), ("A", None), ("c", 2.5), (None, -1), ("a", 7)]
+    columns = [Column("name", "Name"), Column("size", "Size", sort="number")]
+    rows = [Row({"name": name, "size": size}) for name, size in values]
+    path = tmp_path / "generic.html"
+    path.write_text(render_page(Page("Generic", table=Table(columns, rows, noun="things"))), encoding="utf-8")
+    page = open_report(path)
+
+    def column(index: int) -> list[str]:
+        script = f"rows => rows.map(r => r.children[{index}].textContent.replace(/^[\\u25B8\\u25BE]/, ''))"
+        return list(page.eval_on_selector_all("#rows .row", script))
+
+    page.click(".grid-head button:has-text('Size')")
+    assert column(1) == ["-1", "2.5", "7", "10", "\u2014"]
+    page.click(".grid-head button:has-text('Size')")
+    assert column(1) == ["10", "7", "2.5", "-1", "\u2014"]
+    page.click(".grid-head button:has-text('Name')")
+    assert column(0) == ["A", "a", "b", "c", "\u2014"]  # case-insensitive, ties by code point
+    page.click(".grid-head button:has-text('Name')")
+    assert column(0) == ["c", "b", "a", "A", "\u2014"]

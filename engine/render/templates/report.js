@@ -26,7 +26,7 @@
   var order = null;        // row indexes in sort order (null: as given)
   var view = new Int32Array(total), viewLen = 0;
   var expandedPos = -1, detailEl = null, detailH = 0;
-  var lower = null, details = null, ranks = {};
+  var lower = null, details = null;
 
   function cell(row, col) { return cells[row * stride + col]; }
   function text(id) { return id < 0 || id === null ? "" : strings[id]; }
@@ -139,29 +139,29 @@
     render();
   }
 
-  function rankOf(col) {
-    if (ranks[col]) return ranks[col];
-    var ids = Array.from(strings.keys());
-    var keys = strings.map(function (s) { return s.toLowerCase(); });
-    ids.sort(function (a, b) { return keys[a] < keys[b] ? -1 : keys[a] > keys[b] ? 1 : 0; });
-    var rank = new Int32Array(strings.length);
-    ids.forEach(function (id, position) { rank[id] = position; });
-    ranks[col] = rank;
-    return rank;
-  }
-
+  // Text cells index a sorted string table, so a cell is its own sort key; keys and row
+  // numbers are packed into one float so the native numeric sort does the work.
   function sortBy(col) {
     if (state.sortCol === col) state.sortDir = -state.sortDir; else { state.sortCol = col; state.sortDir = 1; }
-    var numeric = columns[col].sort === "number", rank = numeric ? null : rankOf("text");
-    var key = new Float64Array(total);
-    for (var r = 0; r < total; r++) {
-      var v = cell(r, col);
-      // Empty cells sort last whichever the direction.
-      key[r] = v === null || v < 0 && !numeric ? Infinity * state.sortDir : (numeric ? v : rank[v]);
+    var dir = state.sortDir, numeric = columns[col].sort === "number", r;
+    if (numeric) {
+      var values = Array.from({ length: total }, function (_, i) { return i; });
+      values.sort(function (a, b) {
+        var x = cell(a, col), y = cell(b, col);
+        if (x === null || y === null) return (x === null) - (y === null) || a - b;
+        return (x - y) * dir || a - b;
+      });
+      order = Int32Array.from(values);
+    } else {
+      var packed = new Float64Array(total), last = strings.length;
+      for (r = 0; r < total; r++) {
+        var v = cell(r, col), key = v < 0 ? 2 * last : (dir > 0 ? v : last - 1 - v);  // empty cells last
+        packed[r] = key * total + r;
+      }
+      packed.sort();
+      order = new Int32Array(total);
+      for (r = 0; r < total; r++) order[r] = packed[r] % total;
     }
-    var dir = state.sortDir;
-    order = Int32Array.from({ length: total }, function (_, i) { return i; });
-    order.sort(function (a, b) { return (key[a] - key[b]) * dir || a - b; });
     sortButtons.forEach(function (b) {
       var on = b.col === col;
       b.arrow.textContent = on ? (dir > 0 ? "\u25B2" : "\u25BC") : "";
