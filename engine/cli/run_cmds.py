@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,13 +27,15 @@ from engine.cli.shared import (
     Progress,
     app_config,
     err,
-    out,
     render_decisions,
     utc_now,
+    write_output,
 )
 
 if TYPE_CHECKING:
+    from engine.policy.decision import Decision
     from engine.policy.document import Policy
+    from engine.render.decisions_html import ExplainedDecisions
 
 
 def add_run(commands: Commands) -> None:
@@ -50,7 +54,11 @@ def add_run(commands: Commands) -> None:
     cmd.add_argument("--program", metavar="P", help="program id (default: the policy's program_id)")
     cmd.add_argument("--live", action="store_true", help="send the changes (default: dry run)")
     cmd.add_argument("--yes", action="store_true", help="do not ask before a live run (unattended)")
-    cmd.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
+    cmd.add_argument(
+        "--format", choices=("table", "json", "csv", "html"), default="table",
+        help="output format; html: one self-contained page (summary, searchable table, explanations)",
+    )  # fmt: skip
+    cmd.add_argument("--out", type=Path, metavar="FILE", help="write the output to FILE instead of stdout")
     cmd.add_argument("--all", action="store_true", help="table: list unchanged enrollments too")
     cmd.add_argument("--every", type=parse_interval, metavar="INTERVAL",
                      help="repeat every INTERVAL (e.g. 15m, 1h, 30s) until stopped")  # fmt: skip
@@ -90,10 +98,55 @@ def _run_offline(args: argparse.Namespace, policy: Policy) -> int:
     from engine.policy.evaluator import Evaluator
 
     enrollments = read_enrollments_file(args.input)
-    evaluator = Evaluator(policy, args.now or utc_now())
-    decisions = list(evaluator.evaluate_many(enrollments))
-    out(render_decisions(decisions, policy, args.format, show_unchanged=args.all))
+    now = args.now or utc_now()
+    evaluator = Evaluator(policy, now, trace=args.format != "html")
+    explained = _explained(args, policy, now)
+    decisions = []
+    for raw in enrollments:
+        decision = evaluator.evaluate(raw)
+        decisions.append(decision)
+        if explained is not None:
+            explained(raw, decision)
+    page = _Page("Offline preview", "offline preview: nothing sent or stored", now)
+    write_output(args.out, _output(args, policy, decisions, explained, page))
     return EXIT_OK
+
+
+def _explained(args: argparse.Namespace, policy: Policy, now: datetime) -> ExplainedDecisions | None:
+    """For ``--format html``: explains each decision as it is made (for the rows' details)."""
+    if args.format != "html":
+        return None
+    from engine.render.decisions_html import ExplainedDecisions
+
+    return ExplainedDecisions(policy, now)
+
+
+@dataclass(frozen=True)
+class _Page:
+    """What the HTML report's header says about this run."""
+
+    title: str
+    mode: str
+    now: datetime
+    notes: tuple[str, ...] = ()
+
+
+def _output(
+    args: argparse.Namespace,
+    policy: Policy,
+    decisions: list[Decision],
+    explained: ExplainedDecisions | None,
+    page: _Page,
+) -> str:
+    if explained is None:
+        return render_decisions(decisions, policy, args.format, show_unchanged=args.all)
+    from engine.render.decisions_html import ReportContext
+    from engine.render.html import render_page
+
+    context = ReportContext.for_policy(
+        policy, title=page.title, mode=page.mode, program_id=args.program, evaluated_at=page.now
+    )
+    return render_page(explained.page(context, decisions, notes=page.notes))
 
 
 def _confirm(policy: Policy, args: argparse.Namespace) -> bool:
@@ -137,17 +190,27 @@ def _run_once(args: argparse.Namespace, policy: Policy, stop: Any) -> int:
     from engine.render.text import render_run_footer
     from engine.runs.service import RunSettings
 
+    now = args.now or utc_now()  # fixed here: the report's explanations use the run's own now
     settings = RunSettings(
         live=args.live,
-        now=args.now,
+        now=now,
         max_changes=args.max_changes,
         concurrency=args.concurrency,
         recheck=not args.no_recheck,
         crash_at=args.crash_at,
     )
+    explained = _explained(args, policy, now)
     report = run_policy(
-        policy, app_config(args), settings, program_id=args.program, progress=Progress(), stop=stop
+        policy, app_config(args), settings, program_id=args.program, progress=Progress(), stop=stop,
+        on_evaluated=explained,
+    )  # fmt: skip
+    footer = render_run_footer(report)
+    page = _Page(
+        f"Live run {report.run_id}" if report.live else f"Dry-run preview (run {report.run_id})",
+        "live: changes sent" if report.live else "dry run: nothing was sent",
+        now,
+        tuple(line.strip() for line in footer.splitlines()),
     )
-    out(render_decisions(report.decisions, policy, args.format, show_unchanged=args.all))
-    err(render_run_footer(report))
+    write_output(args.out, _output(args, policy, report.decisions, explained, page))
+    err(footer)
     return EXIT_FAILED if report.failed else EXIT_OK

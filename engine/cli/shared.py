@@ -45,6 +45,20 @@ def err(text: str) -> None:
     sys.stderr.write(text if text.endswith("\n") else text + "\n")
 
 
+def write_output(path: Path | None, text: str) -> None:
+    """The command's output: on stdout, or in ``path`` (``--out``), replaced whole."""
+    if path is None:
+        out(text)
+        return
+    from engine.errors import InputError
+
+    try:
+        path.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write the output: {exc.strerror or exc}") from exc
+    err(f"wrote {path}")
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 

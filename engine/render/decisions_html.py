@@ -91,13 +91,13 @@ def decisions_page(
 
 
 DECISION_COLUMNS: tuple[Column, ...] = (
-    Column("enrollment_id", "Enrollment", width="minmax(24em, 1.4fr)", mono=True),
+    Column("enrollment_id", "Enrollment", width="24.5em", mono=True),  # a whole UUID
     Column("action", "Action", filter=True, badge=True, width="6.5em"),
-    Column("current_status", "Current", filter=True, badge=True, width="11em"),
-    Column("status", "New status", filter=True, badge=True, width="11em"),
-    Column("rule_id", "Rule", filter=True, width="minmax(9em, 1fr)", mono=True),
-    Column("groups", "Groups", width="minmax(8em, 1fr)", mono=True),
-    Column("reason", "Reason / error", width="minmax(14em, 2.6fr)"),
+    Column("current_status", "Current", filter=True, badge=True, width="10em"),
+    Column("status", "New status", filter=True, badge=True, width="10em"),
+    Column("rule_id", "Rule", filter=True, width="minmax(10em, 1.1fr)", mono=True),
+    Column("groups", "Groups", width="minmax(7em, 0.8fr)", mono=True),
+    Column("reason", "Reason / error", width="minmax(14em, 3fr)"),
     Column("transition", "Change", filter=True, hidden=True),
     Column("warnings", "Data warnings", hidden=True),
 )

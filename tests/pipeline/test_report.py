@@ -3,7 +3,10 @@ streams in, with the same explanation ``explain`` gives for the enrollment."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+from cli_process import run_cli
 
 from engine.policy.decision import Decision
 from engine.policy.document import Policy
@@ -13,7 +16,7 @@ from engine.render.html import DetailTable, render_page
 from engine.sandbox.generator import TX_BATTERY_PROGRAM
 from engine.sandbox.simulator import Simulator
 
-from .conftest import NOW, TX_COUNT, Pipeline
+from .conftest import NOW, NOW_ARG, REPO_ROOT, TX_COUNT, TX_RULES, Pipeline, cli_env, writes
 
 
 def test_a_dry_run_explains_every_decision_for_the_report(
@@ -40,3 +43,41 @@ def test_a_dry_run_explains_every_decision_for_the_report(
     )
     html = render_page(collector.page(context, report.decisions))
     assert all(str(d.enrollment_id) in html for d in report.decisions)
+
+
+def test_cli_dry_run_writes_the_html_report_with_the_run_and_sends_nothing(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    env = cli_env(simulator, f"sqlite:///{tmp_path / 'cli.db'}")
+    out = tmp_path / "report.html"
+    rules = str(TX_RULES.relative_to(REPO_ROOT))
+
+    result = run_cli(
+        ["run", "--rules", rules, "--format", "html", "--out", str(out), "--now", NOW_ARG], env=env
+    )
+
+    assert result.code == 0, result.stderr
+    assert result.stdout == ""
+    assert f"wrote {out}" in result.stderr
+    assert writes(simulator) == 0
+    html = out.read_text(encoding="utf-8")
+    assert "<title>Dry-run preview (run 1)</title>" in html
+    assert "nothing was sent (dry run)" in html  # the run's footer, as notes under the header
+    assert all(e["id"] in html for e in simulator.enrollments(TX_BATTERY_PROGRAM))
+    assert "2026-11-25 00:00:00 UTC" in html
+
+
+def test_cli_offline_html_goes_to_stdout_and_a_bad_out_path_is_a_clean_error(tmp_path: Path) -> None:
+    rules = str(TX_RULES.relative_to(REPO_ROOT))
+    sample = "rules/samples/tx_residential_battery.enrollments.json"
+    base = ["run", "--rules", rules, "--input", sample, "--format", "html", "--now", NOW_ARG]
+
+    result = run_cli(base)
+    assert result.code == 0, result.stderr
+    assert result.stdout.startswith("<!DOCTYPE html>")
+    assert "<title>Offline preview</title>" in result.stdout
+
+    bad = run_cli([*base, "--out", str(tmp_path / "missing" / "r.html")])
+    assert bad.code == 2
+    assert "cannot write the output" in bad.stderr
+    assert "Traceback" not in bad.stderr
