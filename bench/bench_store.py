@@ -187,15 +187,16 @@ def breakdown_once(database: Callable[[], AbstractContextManager[str]], decision
     """Time the two halves of ``add_decisions`` apart: building the rows (Python), and
     inserting rows already built, batch by batch in the store's own transactions (the
     database and driver). Uses the store's private helpers: bench only."""
+    from engine.store.base import BATCH_SIZE
     from engine.store.locks import write_transaction
-    from engine.store.repository import BATCH_SIZE, _decision_rows, _insert_rows, _stored_form
+    from engine.store.rows import decision_rows, insert_rows, stored_form
 
     with database() as url, Store.open(url) as store:
         run_id = store.start_run(PROGRAM, "dry_run", None, NOW)
-        updated_at = _stored_form(store.engine.dialect, "updated_at", NOW)
+        updated_at = stored_form(store.engine.dialect, "updated_at", NOW)
         started = time.perf_counter()
         batches = [
-            _decision_rows(
+            decision_rows(
                 decisions[start : start + BATCH_SIZE],
                 run_id=run_id,
                 program_id=PROGRAM,
@@ -209,7 +210,7 @@ def breakdown_once(database: Callable[[], AbstractContextManager[str]], decision
         started = time.perf_counter()
         for rows in batches:
             with write_transaction(store.engine) as connection:
-                _insert_rows(connection, rows)
+                insert_rows(connection, rows)
         inserted = time.perf_counter() - started
     return f"building the rows {built:.3f} s, inserting them already built {inserted:.3f} s"
 

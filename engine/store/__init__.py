@@ -14,25 +14,22 @@ Nothing here touches a database at import time: build an engine with
             store.finish_run(run_id, "completed", counts)
 """
 
+from engine.runs.ports import Outcome
+from engine.store.base import BATCH_SIZE
+from engine.store.connection import DB_URL_ENV, DEFAULT_DB_URL, create_engine_for_url, resolve_db_url
 from engine.store.locks import Clock, ProgramLock, acquire_program_lock, utc_now
 from engine.store.migrations import current_revision, head_revision, upgrade
-from engine.store.repository import (
-    BATCH_SIZE,
-    DB_URL_ENV,
-    DEFAULT_DB_URL,
+from engine.store.outbox import api_error_locations
+from engine.store.records import (
     DecisionRecord,
-    Outcome,
     PlannedChange,
     PlanRecord,
     PolicyVersionRecord,
     ReviewRecord,
     RunRecord,
-    Store,
-    api_error_locations,
-    change_key,
-    create_engine_for_url,
-    resolve_db_url,
 )
+from engine.store.repository import Store
+from engine.store.rows import change_key
 from engine.store.schema import ChangeState, PlanState, RunMode, RunOutcome
 
 __all__ = [

@@ -14,7 +14,7 @@ from engine.errors import StoreError
 from engine.flip.models import EnrollmentStatus
 from engine.policy.decision import Action, Decision, RuleTrace
 from engine.store import BATCH_SIZE, ChangeState, Store, change_key
-from engine.store.repository import _OUTCOME_COLUMNS, _ROW_COLUMNS
+from engine.store.rows import OUTCOME_COLUMNS, ROW_COLUMNS
 from engine.store.schema import DecisionRow
 
 from .conftest import T0, FakeClock, make_decision
@@ -72,10 +72,10 @@ def test_planned_bodies_are_what_pydantic_builds_and_refusals_stay_refused(
 def test_rows_name_every_column_but_the_id() -> None:
     columns = {column.name for column in DecisionRow.__table__.columns}
 
-    assert len(set(_ROW_COLUMNS)) == len(_ROW_COLUMNS)
-    assert {"id", *_ROW_COLUMNS, *_OUTCOME_COLUMNS} == columns
-    assert not set(_ROW_COLUMNS) & set(_OUTCOME_COLUMNS)
-    for name in _OUTCOME_COLUMNS:  # left out of the insert: they must come out NULL
+    assert len(set(ROW_COLUMNS)) == len(ROW_COLUMNS)
+    assert {"id", *ROW_COLUMNS, *OUTCOME_COLUMNS} == columns
+    assert not set(ROW_COLUMNS) & set(OUTCOME_COLUMNS)
+    for name in OUTCOME_COLUMNS:  # left out of the insert: they must come out NULL
         column = DecisionRow.__table__.c[name]
         assert column.nullable
         assert column.default is None
