@@ -726,7 +726,7 @@ def main(argv: list[str] | None = None) -> int:
 def bench(args: argparse.Namespace, points: list[str], out: Tee) -> None:
     import datalogic_py
 
-    from engine import facts as facts_module
+    from engine.policy import facts as facts_module
     from engine.policy.evaluator import Evaluator
     from engine.policy.facts import FactsBuilder
     from engine.policy.logic import default_engine, evaluate_logic

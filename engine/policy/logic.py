@@ -8,7 +8,16 @@ all as rewrites or custom operators at compile time so the hot path stays native
   missing (datalogic-py counts them as present).
 * ``==`` / ``!=`` between a value and a non-null literal are false / true when the value is
   null, as in JavaScript (datalogic-py coerces ``null == 0`` and ``null == ""`` to true).
+* An object, even ``{}``, is truthy (datalogic-py counts ``{}`` as falsy) wherever
+  truthiness decides: ``!``, ``!!``, ``if``/``?:``, ``and``/``or``, the predicate of
+  ``filter``/``some``/``all``/``none``, and a rule's ``when`` itself.
+* ``merge`` keeps ``null`` items (datalogic-py drops them).
 * The ``days_between`` operator for dates.
+
+Both references (json-logic-js and the community's test suites) agree on each of these.
+Only operands that can hold an object (``var``, ``reduce``, ``if``/``and``/``or`` over
+such) get the truthiness rewrite, so comparisons and the usual ``and`` of comparisons
+compile exactly as written.
 
 Only the classic JsonLogic operators plus ours are accepted; the library's many extensions
 (and anything like json-logic-qubit's ``method``) are refused at load time.
@@ -143,20 +152,155 @@ def root_paths(node: Any) -> list[str]:
 
 
 def normalize(node: Any) -> Any:
-    """Rewrite a condition so the library evaluates it with json-logic-js semantics."""
+    """Rewrite a condition so the library returns the value json-logic-js returns."""
     if isinstance(node, list):
         return [normalize(item) for item in node]
     if not is_operation(node):
         return node
     (operator,) = node
-    args = [normalize(arg) for arg in operands(node)]
-    if operator == "missing":
-        return _rewrite_missing(node[operator], args)
-    if operator == "missing_some":
-        return _rewrite_missing_some(args)
-    if operator in ("==", "!="):
-        return _rewrite_loose_equality(operator, args)
-    return {operator: args}
+    rewrite = _VALUE_REWRITES.get(operator, _plain)
+    return rewrite(operator, operands(node))
+
+
+def normalize_test(node: Any) -> Any:
+    """Rewrite a condition whose truthiness is all that counts (a ``when``, an ``if`` test).
+
+    The result may have another value than the condition, but the library finds it truthy
+    exactly when json-logic-js finds the condition truthy; that needs no second evaluation
+    of ``and``/``or`` operands.
+    """
+    if _is_literal_object(node):
+        return True
+    if is_operation(node):
+        (operator,) = node
+        if operator in ("and", "or"):
+            return {operator: [normalize_test(arg) for arg in operands(node)]}
+        if operator in ("if", "?:"):
+            return {operator: _if_arguments(operands(node), normalize_test)}
+        if operator == "!!" and operands(node):  # only truthiness counts: `!!x` is x
+            return normalize_test(operands(node)[0])
+    value = normalize(node)
+    return _object_is_truthy(node, value) if _may_be_object(node) else value
+
+
+def _object_is_truthy(node: Any, value: Any) -> Any:
+    if is_operation(node) and "var" in node:  # reading twice is cheaper than wrapping
+        return {"or": [value, _is_object(value)]}
+    element = {"var": ""}
+    return {"some": [[value], {"or": [element, _is_object(element)]}]}  # evaluates `value` once
+
+
+def _plain(operator: str, raw: list[Any]) -> Any:
+    return {operator: [normalize(arg) for arg in raw]}
+
+
+def _rewrite_negation(operator: str, raw: list[Any]) -> Any:
+    return {operator: [normalize_test(arg) for arg in raw]}
+
+
+def _rewrite_if(operator: str, raw: list[Any]) -> Any:
+    return {operator: _if_arguments(raw, normalize)}
+
+
+def _rewrite_predicate(operator: str, raw: list[Any]) -> Any:
+    if len(raw) < 2:
+        return _plain(operator, raw)
+    return {operator: [normalize(raw[0]), normalize_test(raw[1]), *map(normalize, raw[2:])]}
+
+
+def _rewrite_missing_node(operator: str, raw: list[Any]) -> Any:
+    args = [normalize(arg) for arg in raw]
+    return _rewrite_missing(args) if operator == "missing" else _rewrite_missing_some(args)
+
+
+def _rewrite_equality(operator: str, raw: list[Any]) -> Any:
+    return _rewrite_loose_equality(operator, [normalize(arg) for arg in raw])
+
+
+# Operators whose second argument is a predicate on each element.
+_PREDICATE_OPERATORS = frozenset({"filter", "some", "all", "none"})
+# Operators whose value may be an object: only these need the truthiness rewrite.
+_MAY_BE_OBJECT = frozenset({"var", "reduce", "if", "?:", "and", "or"})
+# Operators whose value is always an array (merge wraps anything else into one).
+_ALWAYS_ARRAY = frozenset({"merge", "map", "filter", "missing", "missing_some"})
+
+
+def _is_literal_object(node: Any) -> bool:
+    return isinstance(node, dict) and not is_operation(node)
+
+
+def _is_object(value: Any) -> dict[str, Any]:
+    return {"===": [{"type": value}, "object"]}
+
+
+def _may_be_object(node: Any) -> bool:
+    if _is_literal_object(node):
+        return True
+    if not is_operation(node):
+        return False
+    (operator,) = node
+    if operator not in _MAY_BE_OBJECT:
+        return False
+    if operator in ("if", "?:"):
+        return any(_may_be_object(branch) for branch in _if_branches(operands(node)))
+    if operator in ("and", "or"):
+        return any(_may_be_object(arg) for arg in operands(node))
+    return True
+
+
+def _if_branches(args: list[Any]) -> list[Any]:
+    """The arguments of ``if`` that can be its value: every second one, and the else."""
+    branches = args[1::2]
+    return [*branches, args[-1]] if len(args) % 2 == 1 else branches
+
+
+def _if_arguments(args: list[Any], branch: Callable[[Any], Any]) -> list[Any]:
+    return [normalize_test(arg) if index % 2 == 0 and index < len(args) - 1 else branch(arg)
+            for index, arg in enumerate(args)]  # fmt: skip
+
+
+def _rewrite_connective(operator: str, raw: list[Any]) -> Any:
+    """``and``/``or`` return an operand; when one may be an object, test it with JavaScript
+    truthiness: ``and(a, b)`` becomes ``if(a is truthy, b, a)``, ``or(a, b)`` ``if(.., a, b)``."""
+    values = [normalize(arg) for arg in raw]
+    if not any(_may_be_object(arg) for arg in raw[:-1]):
+        return {operator: values}  # only the last operand may be an object: it is returned as is
+    result = values[-1]
+    for arg, value in zip(reversed(raw[:-1]), reversed(values[:-1]), strict=True):
+        test = normalize_test(arg)
+        result = {"if": [test, result, value]} if operator == "and" else {"if": [test, value, result]}
+    return result
+
+
+def _rewrite_merge(operator: str, raw: list[Any]) -> Any:
+    """json-logic-js concatenates: ``null`` items stay (datalogic-py drops them, inside
+    arrays too). Each argument becomes a list of one-element lists, which merge never drops;
+    a ``map`` then takes each item back out. A merge of null-free literals stays native."""
+    args = [normalize(arg) for arg in raw]
+    if all(_null_free_literal(arg) for arg in raw):
+        return {operator: args}
+    singletons = [_as_singletons(r, a) for r, a in zip(raw, args, strict=True)]
+    return {"map": [{operator: singletons}, {"var": "0"}]}
+
+
+def _null_free_literal(node: Any) -> bool:
+    if isinstance(node, list):
+        return all(item is not None and not isinstance(item, list | dict) for item in node)
+    return node is not None and not isinstance(node, dict)
+
+
+def _as_singletons(raw: Any, value: Any) -> Any:
+    wrap_each = {"map": [value, [{"var": ""}]]}
+    if isinstance(raw, list):
+        return [[item] for item in value]
+    if not is_operation(raw):
+        return [[value]]
+    (operator,) = raw
+    if operator in _ALWAYS_ARRAY:
+        return wrap_each
+    if operator in _MAY_BE_OBJECT:
+        return {"if": [{"===": [{"type": value}, "array"]}, wrap_each, [[value]]]}
+    return [[value]]  # a number, string, boolean or null: one item
 
 
 def _literal_keys(args: list[Any]) -> list[str] | None:
@@ -178,7 +322,7 @@ def _missing_list(keys: list[str]) -> Any:
     return {"merge": [{"if": [_absent(key), [key], []]} for key in keys]}
 
 
-def _rewrite_missing(raw: Any, args: list[Any]) -> Any:
+def _rewrite_missing(args: list[Any]) -> Any:
     keys = _literal_keys(args)
     if keys is not None:
         return _missing_list(keys)
@@ -210,10 +354,26 @@ def _rewrite_loose_equality(operator: str, args: list[Any]) -> Any:
     if _is_plain_literal(left) == _is_plain_literal(right):
         return plain
     value = right if _is_plain_literal(left) else left
-    if value is None:
-        return plain
     # JavaScript: null == <non-null literal> is false (datalogic-py coerces null to 0 or "").
+    if value is None:
+        return operator == "!="
     return {"if": [{"===": [value, None]}, operator == "!=", plain]}
+
+
+_VALUE_REWRITES: dict[str, Callable[[str, list[Any]], Any]] = {
+    "!": _rewrite_negation,
+    "!!": _rewrite_negation,
+    "if": _rewrite_if,
+    "?:": _rewrite_if,
+    "and": _rewrite_connective,
+    "or": _rewrite_connective,
+    **dict.fromkeys(_PREDICATE_OPERATORS, _rewrite_predicate),
+    "merge": _rewrite_merge,
+    "missing": _rewrite_missing_node,
+    "missing_some": _rewrite_missing_node,
+    "==": _rewrite_equality,
+    "!=": _rewrite_equality,
+}
 
 
 # --- custom operators (called by the library with JSON text) ----------------------------
@@ -287,11 +447,16 @@ _CUSTOM_IMPLEMENTATIONS: dict[str, Callable[[str], str]] = {
 
 @dataclass(frozen=True)
 class Condition:
-    """One compiled condition: the source as written (refs expanded) and the native rule."""
+    """One compiled condition: the source as written (refs expanded) and the native rules.
+
+    ``native`` (compiled from ``normalized``) is for truthiness, the hot path; ``value``
+    returns the condition's JsonLogic value (the same rule unless an object could decide).
+    """
 
     source: Any
     normalized: Any
     native: datalogic_py.Rule = field(repr=False, compare=False)
+    value: datalogic_py.Rule = field(repr=False, compare=False)
     reads: tuple[str, ...] = ()
 
 
@@ -316,12 +481,16 @@ class LogicEngine:
         if bad:
             operator, pointer = bad[0]
             raise ValueError(f"unknown operator {operator!r} at {pointer or '/'}")
-        normalized = normalize(rule)
+        test, value = normalize_test(rule), normalize(rule)
+        native = self._native(test)
+        value_native = native if value == test else self._native(value)
+        return Condition(rule, test, native, value_native, tuple(root_paths(rule)))
+
+    def _native(self, normalized: Any) -> datalogic_py.Rule:
         try:
-            native = self._engine.compile(json.dumps(normalized))
+            return self._engine.compile(json.dumps(normalized))
         except datalogic_py.DataLogicError as exc:
             raise ValueError(f"cannot compile condition: {exc}") from exc
-        return Condition(rule, normalized, native, tuple(root_paths(rule)))
 
     def session(self) -> LogicSession:
         """A hot-loop evaluator; safe to share, each thread gets its own native session."""
@@ -330,13 +499,13 @@ class LogicEngine:
     def evaluate_json(self, condition: Condition, data: Any) -> Any:
         """Evaluate and return the condition's value (not just its truthiness)."""
         try:
-            return condition.native.evaluate(json.dumps(data))
+            return condition.value.evaluate(json.dumps(data))
         except datalogic_py.DataLogicError as exc:
             raise EvaluationError(_describe(exc)) from exc
 
     def truthy(self, value: Any) -> bool:
-        """JsonLogic truthiness (``[]``, ``0``, ``""``, ``null`` and ``"0"``-free rules)."""
-        return bool(self._engine.truthy(json.dumps(value)))
+        """JsonLogic truthiness: false, null, 0, "" and [] are falsy; every object is truthy."""
+        return isinstance(value, dict) or bool(self._engine.truthy(json.dumps(value)))
 
 
 class LogicSession:

@@ -365,6 +365,42 @@ def test_broken_value_is_an_error_decision_naming_the_rule(
     assert decision.transition == "error"
 
 
+NUMERIC_OPERATORS = ["<", "<=", ">", ">=", "==", "!=", "+", "-", "*", "/", "%", "min", "max"]
+
+
+@pytest.mark.parametrize("operator", NUMERIC_OPERATORS)
+@pytest.mark.parametrize("value", ["unknown", [5], {"kwh": 5}])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_every_comparison_and_arithmetic_operator_errors_on_a_non_number(
+    evaluate: Callable[[Policy, Any], Decision], operator: str, value: Any, side: str
+) -> None:
+    operands = [var("site.size"), 5] if side == "left" else [5, var("site.size")]
+    policy = make_policy([rule("check-size", {operator: operands}), rule("after", True, "PENDING")])
+    decision = evaluate(policy, enrollment(site={"size": value}))
+    assert decision.action is Action.ERROR
+    assert decision.error is not None
+    assert decision.error.startswith("rule 'check-size': ")
+    assert decision.rule_id is None
+
+
+# min and max take only numbers; the others also numeric text, null and booleans.
+ACCEPTED_VALUES = [
+    (operator, value)
+    for operator in NUMERIC_OPERATORS
+    for value in ([10, 10.5] if operator in ("min", "max") else [10, 10.5, "10", None, True])
+]
+
+
+@pytest.mark.parametrize(("operator", "value"), ACCEPTED_VALUES)
+def test_the_same_operators_take_numbers(
+    evaluate: Callable[[Policy, Any], Decision], operator: str, value: Any
+) -> None:
+    policy = make_policy(
+        [rule("check-size", {operator: [var("site.size"), 5]}), rule("after", True, "PENDING")]
+    )
+    assert evaluate(policy, enrollment(site={"size": value})).action is Action.UPDATE
+
+
 def test_numeric_text_compares_as_a_number(evaluate: Callable[[Policy, Any], Decision]) -> None:
     policy = make_policy([rule("check-size", {">=": [var("site.size"), 5]})])
     assert evaluate(policy, enrollment(site={"size": "10"})).rule_id == "check-size"

@@ -29,7 +29,10 @@ def builder(now: datetime) -> FactsBuilder:
     ("kind", "value", "expected"),
     [
         *[("boolean", word, True) for word in ("true", "TRUE", "True", "yes", "YES", "Yes", "1", " yes ")],
+        *[("boolean", word, True) for word in ("y", "Y", "on", "On", "ON", " on ")],
         *[("boolean", word, False) for word in ("false", "FALSE", "no", "No", "NO", "0")],
+        *[("boolean", word, False) for word in ("n", "N", "off", "Off", "OFF", " off ")],
+        *[("boolean", word, None) for word in ("ye", "of", "nn", "o", "t", "f", "none")],
         ("boolean", True, True),
         ("boolean", False, False),
         ("boolean", 1, True),

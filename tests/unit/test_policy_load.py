@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -326,6 +328,57 @@ def test_ref_in_a_group_is_expanded() -> None:
     )
     policy = load_policy_text(text, "policy.yaml")
     assert policy.groups[0].source["and"][0] == {"==": [{"var": "site.state_code"}, "TX"]}
+
+
+def _policy_json(when: Any, definitions: dict[str, Any] | None = None) -> str:
+    rules = [{"id": "r", "when": when, "status": "ACTIVE", "reason": "x"}]
+    document = {
+        "program_id": "p",
+        "applies_to": ["SUBMITTED"],
+        "definitions": definitions or {},
+        "rules": rules,
+    }
+    return json.dumps(document)  # JSON is YAML
+
+
+def _ref_chain(depth: int) -> str:
+    """A rule whose condition is a chain of ``depth`` refs: d1 -> d2 -> ... -> d<depth>."""
+    definitions: dict[str, Any] = {f"d{i}": {"ref": f"d{i + 1}"} for i in range(1, depth)}
+    definitions[f"d{depth}"] = {"==": [{"var": "site.state_code"}, "TX"]}
+    return _policy_json({"ref": "d1"}, definitions)
+
+
+def test_a_ref_chain_of_exactly_32_loads() -> None:
+    policy = load_policy_text(_ref_chain(32), "policy.yaml")
+    assert policy.rules[0].condition.source == {"==": [{"var": "site.state_code"}, "TX"]}
+
+
+def test_a_ref_chain_of_33_is_refused() -> None:
+    _, _, message = single(load_error(_ref_chain(33)))
+    assert "refs nested too deep (more than 32)" in message
+
+
+def _condition_of(parts: int) -> Any:
+    """``{"or": [true, ...]}`` with ``parts`` parts: the operation, its list and each item."""
+    return {"or": [True] * (parts - 2)}
+
+
+def test_a_condition_of_exactly_5000_parts_loads() -> None:
+    policy = load_policy_text(_policy_json(_condition_of(5_000)), "policy.yaml")
+    assert len(policy.rules[0].condition.source["or"]) == 4_998
+
+
+def test_a_condition_of_5001_parts_is_refused() -> None:
+    _, _, message = single(load_error(_policy_json(_condition_of(5_001))))
+    assert "condition too large: more than 5000 parts" in message
+
+
+def test_the_part_limit_counts_refs_expanded() -> None:
+    """Each use of a definition counts its parts again: two uses of 2,500 parts are too many."""
+    definitions = {"half": _condition_of(2_500)}
+    _, _, message = single(load_error(_policy_json({"and": [{"ref": "half"}, {"ref": "half"}]}, definitions)))
+    assert "condition too large" in message
+    assert load_policy_text(_policy_json({"ref": "half"}, definitions), "policy.yaml")
 
 
 def test_ref_cycle_in_an_unused_definition_is_a_load_error() -> None:
