@@ -35,6 +35,7 @@ from engine.policy.logic import (
     pointer_path,
     root_paths,
 )
+from engine.policy.schema import JsonLogic, with_condition_definitions
 from engine.policy.yamlsafe import KEY_MARKER, MAX_YAML_BYTES, LoadedYaml, YamlPath, load_yaml
 
 RuleId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+$", min_length=1, max_length=100)]
@@ -68,7 +69,7 @@ class StatusRule(_Strict):
 
     id: RuleId
     description: str | None = None
-    when: Any = Field(description='A JsonLogic condition; {"ref": name} uses a definition.')
+    when: JsonLogic = Field(description='A JsonLogic condition; {"ref": name} uses a definition.')
     status: EnrollmentStatus
     reason: str = Field(description="Text sent with the status; {path} placeholders, {{ }} escape.")
     approval: ApprovalSetting | None = Field(default=None, description=_APPROVAL_DESCRIPTION)
@@ -79,7 +80,7 @@ class GroupRule(_Strict):
 
     id: RuleId
     description: str | None = None
-    when: Any = Field(description="A JsonLogic condition; may read decision.status.")
+    when: JsonLogic = Field(description="A JsonLogic condition; may read decision.status.")
     add: list[GroupId] = Field(default_factory=list)
     remove: list[GroupId] = Field(default_factory=list)
 
@@ -112,7 +113,7 @@ class PolicyDocument(_Strict):
     name: str | None = None
     version: str | None = None
     applies_to: list[EnrollmentStatus] = Field(min_length=1)
-    definitions: dict[str, Any] = Field(default_factory=dict)
+    definitions: dict[str, JsonLogic] = Field(default_factory=dict)
     rules: list[StatusRule] = Field(min_length=1, max_length=MAX_RULES)
     default: DefaultOutcome | None = None
     groups: list[GroupRule] = Field(default_factory=list, max_length=MAX_RULES)
@@ -127,7 +128,7 @@ class PolicyDocument(_Strict):
 
 def policy_json_schema() -> dict[str, Any]:
     """The JSON Schema of policy files, from the same model the loader uses."""
-    schema = PolicyDocument.model_json_schema()
+    schema = with_condition_definitions(PolicyDocument.model_json_schema())
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "flip-autoapprove policy"
     return schema
