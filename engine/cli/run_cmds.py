@@ -22,6 +22,7 @@ from engine.cli.options import (
 from engine.cli.shared import (
     EXIT_AUTH,
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     Progress,
@@ -213,4 +214,6 @@ def _run_once(args: argparse.Namespace, policy: Policy, stop: Any) -> int:
     )
     write_output(args.out, _output(args, policy, report.decisions, explained, page))
     err(footer)
+    if report.outcome == "interrupted":  # stopped by a signal: not every change was made
+        return EXIT_INTERRUPTED
     return EXIT_FAILED if report.failed else EXIT_OK

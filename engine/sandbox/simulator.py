@@ -76,7 +76,7 @@ __all__ = [
 _log = logging.getLogger("engine.sandbox.simulator")
 
 DEFAULT_API_KEY = "fl_sim_local_key"
-FAULT_KINDS = frozenset({"429", "500", "503", "timeout", "drop", "truncate", "401", "malformed"})
+FAULT_KINDS = frozenset({"429", "500", "503", "timeout", "drop", "truncate", "401", "403", "malformed"})
 _RETRY_AFTER_FORMS = frozenset({"seconds", "http-date", "none", "mixed"})
 _LOOPBACK = "127.0.0.1"
 _MAX_BODY = 1 << 20
@@ -1036,6 +1036,8 @@ class Simulator:
             _write_reply(handler, _Reply(200, [_MALFORMED_BODY], content_type="text/html"))
         elif kind == "401":
             _write_reply(handler, _unauthorized())
+        elif kind == "403":
+            _write_reply(handler, _error(403, "forbidden", "This key may not change this program"))
         elif kind == "429":
             _write_reply(handler, _rate_limited(fault.retry_after))
         else:

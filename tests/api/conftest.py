@@ -3,12 +3,12 @@ a client pointed at it, and a fake clock whose ``sleep`` records every wait."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import httpx
 import pytest
+from fake_time import FakeTime
 
 from engine.flip.client import ApiSettings, FlipClient, Secret
 from engine.sandbox.generator import CA_EV_PROGRAM, TX_BATTERY_PROGRAM
@@ -16,31 +16,6 @@ from engine.sandbox.simulator import Simulator, SimulatorConfig
 
 SIM_NOW = datetime(2026, 11, 25, tzinfo=UTC)
 SIM_PROGRAMS = {TX_BATTERY_PROGRAM: 50, CA_EV_PROGRAM: 50}
-
-
-class FakeTime:
-    """A monotonic clock that only moves when someone sleeps; every sleep is recorded.
-
-    ``on_sleep`` (if set) runs at the start of each sleep, before the clock moves.
-    """
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-        self.on_sleep: Callable[[float], None] | None = None
-        self._lock = threading.Lock()
-
-    def monotonic(self) -> float:
-        with self._lock:
-            return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.sleeps.append(seconds)
-        if self.on_sleep is not None:
-            self.on_sleep(seconds)
-        with self._lock:
-            self.now += seconds
 
 
 def sim_config(**changes: object) -> SimulatorConfig:

@@ -3,7 +3,6 @@ outcome is read back from the real store ("safe unattended runs", section 6)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -123,15 +122,16 @@ def test_patch_timing_out_after_it_was_applied_is_not_applied_twice(
 
     first = pipeline.run(tx_policy, live=True, client=client)
 
-    assert states(pipeline.store, first.run_id)[target] in {"applied", "failed_retryable", "in_flight"}
-    assert simulator.patch_count(target) <= 2  # at most one extra, identical PATCH
+    # The first attempt took effect and timed out; the retry (same body) was answered.
+    row = rows(pipeline.store, first.run_id)[target]
+    assert (row.change_state, row.attempts, row.http_status) == ("applied", 2, None)
+    assert simulator.patch_count(target) == 2
     assert_applied(simulator, plan[target])
-    sent = simulator.patch_count(target)
 
     second = pipeline.run(tx_policy, live=True, client=client)
 
-    assert simulator.patch_count(target) == sent
-    assert states(pipeline.store, first.run_id)[target] in {"applied", "recovered"}
+    assert simulator.patch_count(target) == 2
+    assert states(pipeline.store, first.run_id)[target] == "applied"
     assert target not in updates(second)
     assert second.outcome == "completed"
     assert_applied(simulator, plan[target])
@@ -208,11 +208,9 @@ def test_a_huge_retry_after_defers_the_change_without_hanging(
     client = make_client(sleep=recording_sleep, max_retry_after_s=5)
     simulator.script("PATCH", path_of(target), "429", retry_after=3600)
 
-    started = time.monotonic()
     first = pipeline.run(tx_policy, live=True, client=client)
 
-    assert time.monotonic() - started < 4
-    assert all(seconds < 1 for seconds, _s, _e in recording_sleep.waits)
+    assert all(seconds < 1 for seconds, _s, _e in recording_sleep.waits)  # never the 3600 s
     row = rows(pipeline.store, first.run_id)[target]
     assert (row.change_state, row.http_status, row.api_error_code) == ("deferred", 429, "rate_limited")
     assert first.change_states == {"applied": len(plan) - 1, "deferred": 1}
