@@ -186,3 +186,11 @@ def test_non_classic_operators_are_refused(rule: Any) -> None:
 def test_non_numeric_comparison_is_an_evaluation_error() -> None:
     with pytest.raises(EvaluationError, match="not a number"):
         evaluate_logic({">=": [{"var": "c"}, 10]}, {"c": "unknown"})
+
+
+@pytest.mark.parametrize("rule", [{"min": ["10", 5]}, {"max": [5, "10"]}, {"max": [{"var": "x"}, 1]}])
+def test_min_and_max_take_only_numbers(rule: Any) -> None:
+    """Numeric text is an error here (README), though < and + read it as a number."""
+    with pytest.raises(EvaluationError, match="Invalid arguments"):
+        evaluate_logic(rule, {"x": "3"})
+    assert evaluate_logic({"min": [10, 5]}, None) == 5
