@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,8 +11,6 @@ import pytest
 from engine.errors import PolicyError
 from engine.policy.document import load_policy, load_policy_text
 from engine.policy.yamlsafe import KEY_MARKER, MAX_YAML_BYTES, MAX_YAML_DEPTH, load_yaml
-
-QUICK_SECONDS = 2.0
 
 BILLION_LAUGHS = """\
 a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
@@ -29,14 +26,12 @@ i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
 
 
 @contextmanager
-def refused_quickly() -> Iterator[list[PolicyError]]:
-    """Expect a ``PolicyError`` within ``QUICK_SECONDS``; yields a list holding the error."""
+def refused() -> Iterator[list[PolicyError]]:
+    """Expect a ``PolicyError``; yields a list holding the error. (A bomb that were expanded
+    instead would hang or exhaust memory: the suite notices; speed itself is measured in bench/.)"""
     caught: list[PolicyError] = []
-    started = time.perf_counter()
     with pytest.raises(PolicyError) as info:
         yield caught
-    elapsed = time.perf_counter() - started
-    assert elapsed < QUICK_SECONDS, f"took {elapsed:.2f}s"
     caught.append(info.value)
 
 
@@ -84,7 +79,7 @@ def only_problem(error: PolicyError) -> tuple[int | None, int | None, str]:
     ],
 )
 def test_refused_with_position(name: str, text: str, position: tuple[int, int], fragment: str) -> None:
-    with refused_quickly() as caught:
+    with refused() as caught:
         load_yaml(text, "policy.yaml")
     line, column, message = only_problem(caught[0])
     assert (line, column) == position, name
@@ -102,7 +97,7 @@ def test_refused_with_position(name: str, text: str, position: tuple[int, int], 
     ],
 )
 def test_deep_nesting_is_refused_at_the_limit(text: str) -> None:
-    with refused_quickly() as caught:
+    with refused() as caught:
         load_yaml(text, "deep.yaml")
     line, column, message = only_problem(caught[0])
     assert f"nesting deeper than {MAX_YAML_DEPTH} levels" in message
@@ -124,7 +119,7 @@ def test_nesting_just_under_the_limit_loads() -> None:
 @pytest.mark.parametrize("size", [MAX_YAML_BYTES + 1, 2_000_000])
 def test_large_text_is_refused_before_parsing(size: int) -> None:
     text = "x: " + "a" * (size - 3)
-    with refused_quickly() as caught:
+    with refused() as caught:
         load_yaml(text, "big.yaml")
     line, _, message = only_problem(caught[0])
     assert f"larger than {MAX_YAML_BYTES} bytes" in message
@@ -134,7 +129,7 @@ def test_large_text_is_refused_before_parsing(size: int) -> None:
 def test_size_counts_bytes_not_characters() -> None:
     # 400,000 three-byte characters: fewer characters than the limit, more bytes.
     text = "x: " + "\u20ac" * 400_000
-    with refused_quickly() as caught:
+    with refused() as caught:
         load_yaml(text, "euro.yaml")
     assert "larger than" in only_problem(caught[0])[2]
 
@@ -142,21 +137,21 @@ def test_size_counts_bytes_not_characters() -> None:
 def test_two_megabyte_policy_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "huge.yaml"
     path.write_text("program_id: p\n# " + "x" * 2_000_000 + "\n", encoding="utf-8")
-    with refused_quickly() as caught:
+    with refused() as caught:
         load_policy(path)
     assert str(caught[0]).startswith(f"{path}: error: file is larger than")
 
 
 @pytest.mark.parametrize("text", ["", "   \n\n", "# only a comment\n"])
 def test_empty_file_is_refused(text: str) -> None:
-    with refused_quickly() as caught:
+    with refused() as caught:
         load_yaml(text, "empty.yaml")
     assert "empty" in only_problem(caught[0])[2]
 
 
 @pytest.mark.parametrize("text", ["---\n", "null\n", "- a\n- b\n", "just text\n", "42\n"])
 def test_a_policy_must_be_a_mapping(text: str) -> None:
-    with refused_quickly() as caught:
+    with refused() as caught:
         load_policy_text(text, "p.yaml")
     line, column, message = only_problem(caught[0])
     assert (line, column) == (1, 1)
@@ -166,14 +161,14 @@ def test_a_policy_must_be_a_mapping(text: str) -> None:
 def test_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "latin1.yaml"
     path.write_bytes("program_id: caf\u00e9\n".encode("latin-1"))
-    with refused_quickly() as caught:
+    with refused() as caught:
         load_policy(path)
     assert "not UTF-8" in only_problem(caught[0])[2]
 
 
 def test_missing_file_is_a_policy_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
-    with refused_quickly() as caught:
+    with refused() as caught:
         load_policy(missing)
     assert str(caught[0]).startswith(f"{missing}: error: cannot read the file")
 
@@ -218,7 +213,7 @@ def test_number_and_date_keys_become_text() -> None:
 
 
 def test_keys_that_collide_as_text_are_duplicates() -> None:
-    with refused_quickly() as caught:
+    with refused() as caught:
         load_yaml("1: a\n'1': b\n", "x")
     assert only_problem(caught[0])[:2] == (2, 1)
 
@@ -249,10 +244,3 @@ def test_position_falls_back_to_the_nearest_ancestor() -> None:
 
 def test_windows_line_endings_and_bom_load() -> None:
     assert load_yaml("\ufeffa: 1\r\nb: 2\r\n", "x").data == {"a": 1, "b": 2}
-
-
-def test_loading_is_fast_for_a_real_policy(rules_dir: Path) -> None:
-    started = time.perf_counter()
-    policies = [load_policy(p) for p in sorted(rules_dir.glob("*.yaml")) if ".test." not in p.name]
-    assert len(policies) == 2
-    assert time.perf_counter() - started < QUICK_SECONDS
