@@ -279,9 +279,10 @@ _LIBRARY_RUN = textwrap.dedent(
     from engine.policy.document import load_policy
     from engine.runs.service import RunSettings
 
-    policy_path, db_url, ttl, crash_at = sys.argv[1:5]
+    policy_path, db_url, ttl, crash_at, holder = sys.argv[1:6]
     config = AppConfig(environ=dict(os.environ), db_url=db_url, lock_ttl_s=float(ttl))
-    settings = RunSettings(live=True, now=datetime(2026, 11, 25, tzinfo=UTC), crash_at=crash_at)
+    now = datetime(2026, 11, 25, tzinfo=UTC)
+    settings = RunSettings(live=True, now=now, crash_at=crash_at, holder=holder)
     run_policy(load_policy(policy_path), config, settings)
     """
 )
@@ -290,21 +291,29 @@ _LIBRARY_RUN = textwrap.dedent(
 def test_a_killed_runs_short_lease_runs_out_and_the_next_run_succeeds_on_sqlite(
     make_product: Callable[..., Product],
 ) -> None:
+    # The killed run names a holder on another host: it looks alive (no dead-holder
+    # takeover), so only its lease running out can free the program.
+    alive_elsewhere = "build-host-2.example:4242"
     product = make_product("sqlite", count=60)
     killed = subprocess.run(
-        [sys.executable, "-c", _LIBRARY_RUN, str(product.policy_path), product.db_url, "1.0", "in_flight:3"],
+        [sys.executable, "-c", _LIBRARY_RUN, str(product.policy_path), product.db_url, "3.0", "in_flight:3",
+         alive_elsewhere],
         cwd=REPO_ROOT,
         env=cli_environment(product.env),
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
-    )
+    )  # fmt: skip
     assert killed.returncode == CRASH_EXIT, killed.stderr[-800:]
-    with open_store(product.db_url) as store, store.engine.connect() as connection:
-        query = select(ProgramLockRow.holder, ProgramLockRow.expires_at)
-        ((holder, lease_until),) = connection.execute(query).all()
-    assert holder is not None, "the killed run's lease should still be there"
+    with open_store(product.db_url) as store:
+        with store.engine.connect() as connection:
+            query = select(ProgramLockRow.holder, ProgramLockRow.expires_at)
+            ((holder, lease_until),) = connection.execute(query).all()
+        assert holder == alive_elsewhere
+        if datetime.now(UTC) < lease_until:  # the lease still stands: refused
+            with pytest.raises(LockHeldError, match="is locked by"):
+                acquire_program_lock(store.engine, PROGRAM, "unit-test:1")
     time.sleep(max(0.0, (lease_until - datetime.now(UTC)).total_seconds() + 0.1))
     again = run_cli(product.run_args(), product.env)
     assert again.code == 0, again.stderr[-800:]
