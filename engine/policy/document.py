@@ -546,3 +546,12 @@ def _expand_refs(
             raise _RefError(f"refs nested too deep (more than {MAX_REF_DEPTH}): {chain} -> ...")
         return _expand_refs(definitions[name], definitions, (*stack, name), budget)
     return {operator: _expand_refs(node[operator], definitions, stack, budget)}
+
+
+def expand_refs(node: Any, definitions: dict[str, Any]) -> Any:
+    """``node`` with every ``{"ref": name}`` replaced by its definition (of a loaded policy,
+    whose refs are known to expand)."""
+    try:
+        return _expand_refs(node, definitions, ())
+    except _RefError as exc:
+        raise ValueError(str(exc)) from exc

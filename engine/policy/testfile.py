@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.errors import PolicyError, Problem, SourceLocation
+from engine.policy.coverage import CoverageSet
 from engine.policy.decision import Decision
 from engine.policy.document import Policy, load_policy
 from engine.policy.evaluator import Evaluator
@@ -104,8 +105,9 @@ def find_test_files(paths: list[Path]) -> list[Path]:
     return found
 
 
-def run_test_file(path: Path) -> TestFileResult:
-    """Load a test file and its policy, evaluate every case. Raises ``PolicyError``."""
+def run_test_file(path: Path, coverage: CoverageSet | None = None) -> TestFileResult:
+    """Load a test file and its policy, evaluate every case (recording what each case
+    exercised into ``coverage`` when given). Raises ``PolicyError``."""
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -124,11 +126,14 @@ def run_test_file(path: Path) -> TestFileResult:
     policy = load_policy(path.parent / spec.policy)
     now = (spec.now or datetime(2026, 1, 1, tzinfo=UTC)).astimezone(UTC)
     evaluator = Evaluator(policy, now)
+    tracker = coverage.tracker(policy) if coverage is not None else None
     result = TestFileResult(source, policy)
     for index, case in enumerate(spec.cases):
         enrollment = deep_merge(spec.base, case.enrollment)
         enrollment.setdefault("id", f"case-{index + 1}")
         decision = evaluator.evaluate(enrollment)
+        if tracker is not None:
+            tracker.add(enrollment, decision, now)
         line, column = loaded.position(("cases", index)) or (None, None)
         location = SourceLocation(source, line, column)
         result.cases.append(CaseResult(case.name, location, decision, compare(case.expect, decision)))
