@@ -26,6 +26,28 @@ settings.register_profile("ci", max_examples=100, deadline=None, suppress_health
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
+GENERATED_PROGRAMS = ("prog-tx-residential-battery", "prog-ca-ev-charging")
+SAMPLE_POLICIES = (
+    REPO_ROOT / "rules" / "tx_residential_battery.yaml",
+    REPO_ROOT / "rules" / "ca_ev_charging.yaml",
+    REPO_ROOT / "bench" / "policies" / "bench30.yaml",
+)
+
+
+@pytest.fixture(params=SAMPLE_POLICIES, ids=lambda p: p.stem)
+def sample_policy_path(request: pytest.FixtureRequest) -> Path:
+    """Each example policy and the 30-rule benchmark policy."""
+    path: Path = request.param
+    return path
+
+
+@pytest.fixture(params=GENERATED_PROGRAMS)
+def generated_program(request: pytest.FixtureRequest) -> str:
+    """Each program kind the data generator knows."""
+    program: str = request.param
+    return program
+
+
 @pytest.fixture
 def rules_dir() -> Path:
     return REPO_ROOT / "rules"

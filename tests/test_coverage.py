@@ -181,21 +181,14 @@ def test_an_evaluation_error_stops_the_trace_like_the_evaluator(
     assert outcomes["/rules/1/when/!/0"] == (False, True)
 
 
-POLICIES = [
-    ROOT / "rules" / "tx_residential_battery.yaml",
-    ROOT / "rules" / "ca_ev_charging.yaml",
-    ROOT / "bench" / "policies" / "bench30.yaml",
-]
-
-
-@pytest.mark.parametrize("path", POLICIES, ids=lambda p: p.stem)
-@pytest.mark.parametrize("program", ["prog-tx-residential-battery", "prog-ca-ev-charging"])
-def test_the_trace_finds_the_same_first_rule_as_the_evaluator(path: Path, program: str) -> None:
-    policy = load_policy(path)
+def test_the_trace_finds_the_same_first_rule_as_the_evaluator(
+    sample_policy_path: Path, generated_program: str
+) -> None:
+    policy = load_policy(sample_policy_path)
     tracker = CoverageTracker(policy)
     evaluator = Evaluator(policy, NOW)
     compared = 0
-    for raw in generate_enrollments(program, 800, seed=4, now=NOW):
+    for raw in generate_enrollments(generated_program, 800, seed=4, now=NOW):
         decision = evaluator.evaluate(raw)
         traced = tracker.add(raw, decision, NOW)
         if decision.action.value in ("skip", "error"):
