@@ -30,8 +30,10 @@ class Evaluator:
     """Evaluates enrollments for one policy at one fixed ``now``; one per thread.
 
     ``trace=False`` skips collecting the facts each rule read (``explain`` recomputes them
-    on demand, since evaluation is deterministic). Only the facts the policy reads are
-    built; ``full_facts=True`` builds them all (the reference the tests compare against).
+    on demand, since evaluation is deterministic); ``trace_reads=False`` keeps the trace of
+    which rules were evaluated and matched (what hit counts need) without the facts read.
+    Only the facts the policy reads are built; ``full_facts=True`` builds them all (the
+    reference the tests compare against).
     """
 
     def __init__(
@@ -42,10 +44,12 @@ class Evaluator:
         trace: bool = True,
         engine: LogicEngine | None = None,
         full_facts: bool = False,
+        trace_reads: bool = True,
     ) -> None:
         self.policy = policy
         self.now = (now or utc_now()).astimezone(UTC)
         self.trace = trace
+        self._reads = _reads if trace_reads else _no_reads
         self._engine = engine or default_engine()
         self._session: LogicSession = self._engine.session()
         self._plan = FactsPlan() if full_facts else facts_plan(policy)
@@ -94,7 +98,7 @@ class Evaluator:
         if self.trace:
             for rule in self.policy.rules:
                 hit = rule is matched_rule
-                trace.append(RuleTrace(rule.id, "rule", hit, _reads(facts, rule.condition.reads)))
+                trace.append(RuleTrace(rule.id, "rule", hit, self._reads(facts, rule.condition.reads)))
                 if hit:
                     break
         if matched_rule is not None:
@@ -159,7 +163,7 @@ class Evaluator:
                 message = f"rule {group.id!r}: {describe_logic_error(exc)}"
                 raise EvaluationError(message, rule_id=group.id) from exc
             if self.trace:
-                trace.append(RuleTrace(group.id, "group", matched, _reads(facts, condition.reads)))
+                trace.append(RuleTrace(group.id, "group", matched, self._reads(facts, condition.reads)))
             if matched:
                 group_ids = _apply_group(group, group_ids)
         return list(group_ids)
@@ -201,6 +205,10 @@ def _apply_group(group: CompiledGroupRule, group_ids: list[str]) -> list[str]:
 
 def _reads(facts: dict[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
     return {path: lookup(facts, path) for path in paths if path != "devices"}
+
+
+def _no_reads(_facts: dict[str, Any], _paths: tuple[str, ...]) -> dict[str, Any]:
+    return {}
 
 
 def _text(value: Any) -> str | None:

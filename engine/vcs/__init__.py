@@ -1,0 +1,1 @@
+"""Version-control adapters: reading a file as it was at a revision."""
