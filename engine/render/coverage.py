@@ -28,7 +28,7 @@ def render_coverage(report: CoverageReport) -> str:
     percentage (last)."""
     lines = ["Rule coverage (cases that matched each rule):"]
     rows = [(f"{_where(rule)}", rule.kind, rule.id, str(rule.hits)) for rule in report.rules]
-    lines += ["  " + row for row in _aligned(rows)]
+    lines += ["  " + row for row in aligned(rows)]
     for rule in report.unmatched:
         suffix = "" if rule.kind == "rule" else f" ({rule.kind})"
         lines.append(f"{_where(rule)}: rule {rule.id} never matched by a case{suffix}")
@@ -74,7 +74,7 @@ def render_hits(hits: Sequence[RuleHits], *, what: str = "enrollments") -> str:
     """Per-rule hit counts on real data, status rules that matched nothing flagged."""
     lines = [f"Rule hits ({what} each rule matched):"]
     rows = [(rule.kind, rule.id, str(rule.hits)) for rule in hits]
-    for row, rule in zip(_aligned(rows), hits, strict=True):
+    for row, rule in zip(aligned(rows), hits, strict=True):
         flag = f"  {NO_MATCH_FLAG}" if rule.kind == "rule" and rule.hits == 0 else ""
         lines.append(f"  {row}{flag}")
     return "\n".join(lines)
@@ -96,7 +96,7 @@ def _missing_outcome(condition: ConditionOutcomes) -> str:
     return "never true" if not condition.true else "never false"
 
 
-def _aligned(rows: Sequence[tuple[str, ...]]) -> list[str]:
+def aligned(rows: Sequence[tuple[str, ...]]) -> list[str]:
     if not rows:
         return []
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
