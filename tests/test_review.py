@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +16,13 @@ from hypothesis import strategies as st
 from engine.errors import InputError
 from engine.policy.document import Policy, load_policy
 from engine.policy.evaluator import Evaluator
+from engine.render.comparison import (
+    render_backtest_csv,
+    render_backtest_table,
+    render_diff_csv,
+    render_diff_table,
+)
+from engine.render.coverage import NO_MATCH_FLAG
 from engine.runs.backtest import DEFAULT_DECIDED, backtest, parse_statuses
 from engine.runs.bases import BaseKind, BaseSpec, load_base, parse_base
 from engine.runs.diff import changed_fields, diff_policies
@@ -257,3 +266,54 @@ def test_bases_parse_and_load() -> None:
     assert load_base(parse_base(str(TX)), TX, texts).source == str(TX)
     with pytest.raises(InputError, match="run:4: no such run"):
         load_base(parse_base("run:4"), TX, texts)
+
+
+# --- renderings ----------------------------------------------------------------------------
+
+
+def test_diff_table_starts_with_the_summary_then_one_row_per_change(
+    tx_policy: Policy, tmp_path: Path
+) -> None:
+    stricter = edited(TX, "10000]}", "14000]}", tmp_path)
+    enrollments = list(generate_enrollments("prog-tx-residential-battery", 300, seed=3, now=NOW))
+    report = diff_policies(tx_policy, stricter, enrollments, NOW)
+    lines = render_diff_table(report).splitlines()
+    assert lines[3] == f"Summary: 300 enrollments, {report.changed} changed, {report.unchanged} unchanged"
+    old, new, count = report.sorted_transitions()[0]
+    assert any(line.split() == [old or "none", "->", new or "none", str(count)] for line in lines)
+    assert any(line.split()[:2] == ["rule", "approve"] for line in lines)  # hits: base -> new
+    header = next(i for i, line in enumerate(lines) if line.startswith("ENROLLMENT"))
+    rows = lines[header + 1 :]
+    assert len(rows) == report.changed
+    assert {row.split()[0] for row in rows} == {c.enrollment_id for c in report.changes}
+    csv_rows = list(csv.DictReader(io.StringIO(render_diff_csv(report))))
+    assert len(csv_rows) == report.changed
+    assert csv_rows[0]["base_rule_id"] == "approve"
+
+
+def test_diff_table_says_when_nothing_changed(tx_policy: Policy, tx_enrollment: Any) -> None:
+    text = render_diff_table(diff_policies(tx_policy, tx_policy, [tx_enrollment()], NOW))
+    assert "Summary: 1 enrollments, 0 changed, 1 unchanged" in text
+    assert text.endswith("(no enrollment is decided differently)")
+
+
+def test_backtest_table_says_the_data_may_have_changed_and_lists_disagreements(
+    tx_policy: Policy, tx_enrollment: Any
+) -> None:
+    people = [tx_enrollment(id="a", status="ACTIVE"), tx_enrollment(id="b", status="REJECTED")]
+    report = backtest(tx_policy, people, NOW)
+    text = render_backtest_table(report, explain_hint="`autoapprove explain --id ID`")
+    assert "their data may have changed since the person decided" in text
+    assert "Summary: 2 evaluated, 1 agree, agreement 0.500 (50.0%)" in text
+    lines = text.splitlines()
+    matrix = lines.index("Confusion (rows: the person's status; columns: the policy's):")
+    assert lines[matrix + 1].split() == ["PERSON", "\\", "POLICY", "ACTIVE"]
+    assert lines[matrix + 2].split() == ["ACTIVE", "1"]
+    assert lines[matrix + 3].split() == ["REJECTED", "1"]
+    assert "Disagreements: 1 (open each with `autoapprove explain --id ID`)" in text
+    assert lines[-1].split()[:4] == ["b", "REJECTED", "ACTIVE", "approve"]
+    assert any(line.strip().startswith("rule") and line.endswith(NO_MATCH_FLAG) for line in lines)
+    rows = list(csv.DictReader(io.StringIO(render_backtest_csv(report))))
+    reason = "Meets program requirements (13500 Wh of storage)"
+    assert rows == [{"enrollment_id": "b", "human_status": "REJECTED", "status": "ACTIVE",
+                     "rule_id": "approve", "reason": reason}]  # fmt: skip

@@ -21,7 +21,6 @@ from engine.policy.facts import ENROLLMENT_KEYS, SITE_KEYS, FactsPlan, group_ids
 from engine.policy.lint import PERSONAL_FIELDS
 
 PERSONAL_SITE_KEYS = frozenset(path.split(".", 1)[1] for path in PERSONAL_FIELDS)
-EXPECTED_FIELDS = ("status", "rule_id", "group_ids", "action", "reason")
 
 
 @dataclass(frozen=True)
@@ -35,16 +34,6 @@ class Case:
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "enrollment": self.enrollment, "expect": self.expect}
-
-
-def expectation(decision: Decision) -> dict[str, Any]:
-    return {
-        "status": decision.status,
-        "rule_id": decision.rule_id,
-        "group_ids": list(decision.group_ids),
-        "action": decision.action.value,
-        "reason": decision.reason,
-    }
 
 
 def build_cases(policy: Policy, enrollments: Iterable[Any], now: datetime) -> list[Case]:
@@ -61,11 +50,11 @@ def build_cases(policy: Policy, enrollments: Iterable[Any], now: datetime) -> li
 
 
 def _case(evaluator: Evaluator, plan: FactsPlan, raw: dict[str, Any], decision: Decision) -> Case:
-    wanted = expectation(decision)
+    wanted = decision.outcome()
     enrollment = project(raw, plan)
-    if expectation(evaluator.evaluate(enrollment)) != wanted:
+    if evaluator.evaluate(enrollment).outcome() != wanted:
         enrollment = project(raw, FactsPlan())  # the plan missed something: keep all but personal data
-    got = expectation(evaluator.evaluate(enrollment))
+    got = evaluator.evaluate(enrollment).outcome()
     return Case(_name(decision), enrollment, got, got == wanted)
 
 

@@ -86,6 +86,16 @@ class Decision:
             group_ids=list(self.group_ids) if self.groups_change else None,
         )
 
+    def outcome(self) -> dict[str, Any]:
+        """What was decided, the fields diffs compare and test cases expect."""
+        return {
+            "status": self.status,
+            "rule_id": self.rule_id,
+            "group_ids": list(self.group_ids),
+            "action": self.action.value,
+            "reason": self.reason,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the ``--format json`` shape and what the store keeps)."""
         data = asdict(self)

@@ -22,17 +22,6 @@ from engine.policy.evaluator import Evaluator
 COMPARED_FIELDS = ("status", "rule_id", "group_ids", "action", "reason")
 
 
-def decision_outcome(decision: Decision) -> dict[str, Any]:
-    """The compared fields of one decision, as the JSON output shows them."""
-    return {
-        "status": decision.status,
-        "rule_id": decision.rule_id,
-        "group_ids": list(decision.group_ids),
-        "action": decision.action.value,
-        "reason": decision.reason,
-    }
-
-
 def changed_fields(base: Decision, new: Decision) -> list[str]:
     """Which of ``COMPARED_FIELDS`` differ between two decisions of one enrollment."""
     changed = []
@@ -58,8 +47,8 @@ class Change:
     def to_dict(self) -> dict[str, Any]:
         return {
             "enrollment_id": self.enrollment_id,
-            "base": decision_outcome(self.base),
-            "new": decision_outcome(self.new),
+            "base": self.base.outcome(),
+            "new": self.new.outcome(),
             "changed": list(self.changed),
         }
 
