@@ -28,7 +28,7 @@ from engine.runs.bases import BaseKind, BaseSpec, load_base, parse_base
 from engine.runs.diff import changed_fields, diff_policies
 from engine.sandbox.generator import generate_enrollments
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TX = ROOT / "rules" / "tx_residential_battery.yaml"
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 
@@ -103,7 +103,7 @@ example_enrollments = st.sampled_from(list(generate_enrollments("prog-tx-residen
 odd_values = st.one_of(st.none(), st.integers(), st.text(max_size=5), st.booleans())
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.lists(
         st.one_of(
@@ -139,7 +139,7 @@ def labelled_with_own_decisions(policy: Policy, enrollments: list[Any], as_statu
     return labelled
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.lists(example_enrollments, min_size=1, max_size=40),
     st.sampled_from(["SUBMITTED", "PENDING"]),

@@ -16,7 +16,7 @@ from engine.policy.testfile import run_test_file
 from engine.render.coverage import NO_MATCH_FLAG, coverage_json, render_coverage, render_hits
 from engine.sandbox.generator import generate_enrollments
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 
 POLICY = """\
@@ -188,7 +188,7 @@ def test_the_trace_finds_the_same_first_rule_as_the_evaluator(
     tracker = CoverageTracker(policy)
     evaluator = Evaluator(policy, NOW)
     compared = 0
-    for raw in generate_enrollments(generated_program, 800, seed=4, now=NOW):
+    for raw in generate_enrollments(generated_program, 300, seed=4, now=NOW):
         decision = evaluator.evaluate(raw)
         traced = tracker.add(raw, decision, NOW)
         if decision.action.value in ("skip", "error"):
@@ -196,7 +196,7 @@ def test_the_trace_finds_the_same_first_rule_as_the_evaluator(
         expected = None if decision.rule_id == "default" else decision.rule_id
         assert traced == expected, raw.get("id")
         compared += 1
-    assert compared > 200
+    assert compared > 80
     assert tracker.report().covered > 0
 
 
