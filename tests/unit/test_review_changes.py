@@ -103,7 +103,7 @@ example_enrollments = st.sampled_from(list(generate_enrollments("prog-tx-residen
 odd_values = st.one_of(st.none(), st.integers(), st.text(max_size=5), st.booleans())
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(
     st.lists(
         st.one_of(
@@ -139,7 +139,7 @@ def labelled_with_own_decisions(policy: Policy, enrollments: list[Any], as_statu
     return labelled
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(
     st.lists(example_enrollments, min_size=1, max_size=40),
     st.sampled_from(["SUBMITTED", "PENDING"]),
