@@ -8,7 +8,10 @@ kinds are known, chosen by program id (any other id gets the battery kind):
 
 Output is deterministic: enrollment ``i`` depends only on ``(program_id, seed, i)`` and
 ``now``, so the first 40 of 100,000 are the same as a run of 40. The first eight records
-take the eight statuses once each (in a seeded order), so any sample shows them all.
+take the eight statuses once each (in a seeded order), so any sample shows them all. The
+others that a person already decided (ACTIVE, REJECTED, NEEDS_ACTION) got the status a
+reviewer following the program's rules would give in 85% of cases, so ``backtest`` has
+decisions to measure a policy against.
 Records are built one at a time (streaming, constant memory per item). A small share is
 deliberately messy (missing keys, null site, empty or null device lists, numbers sent as
 strings, values that do not parse), because real payloads are.
@@ -192,6 +195,7 @@ class _Kind:
     device_counts: _Table[int]  # how many devices a site has
     device_picker: Callable[[random.Random], _Model]
     attributes: Callable[[random.Random, datetime, list[dict[str, Any]]], list[dict[str, Any]]]
+    reviewer: Callable[[dict[str, Any]], str]  # what a careful person would decide
 
 
 def _models(*groups: tuple[_Model, ...]) -> _Table[_Model]:
@@ -293,6 +297,68 @@ def _ca_attributes(
     ]
 
 
+# --- people's decisions ----------------------------------------------------------------------
+
+# Statuses a person sets in the Flip dashboard. An enrollment generated with one of them was
+# decided by a reviewer who mostly follows the program's rules (so backtests have something
+# to measure); the rest were judgement calls, or the data changed after the decision.
+_DECIDED_BY_PEOPLE = ("ACTIVE", "REJECTED", "NEEDS_ACTION")
+_REVIEWER_FOLLOWS_RULES = 0.85
+
+
+def _answers(record: dict[str, Any]) -> dict[str, Any]:
+    found = {}
+    for attribute in record.get("program_specific_attributes") or []:
+        if isinstance(attribute, dict) and isinstance(attribute.get("name"), str):
+            found[attribute["name"]] = attribute.get("value")
+    return found
+
+
+def _device_types(record: dict[str, Any]) -> list[Any]:
+    return [d.get("type") for d in record.get("devices") or [] if isinstance(d, dict)]
+
+
+def _state(record: dict[str, Any]) -> Any:
+    site = record.get("site")
+    return site.get("state_code") if isinstance(site, dict) else None
+
+
+def _tx_reviewer(record: dict[str, Any]) -> str:
+    if _state(record) != "TX":
+        return "REJECTED"
+    if not {"BATTERY", "battery"} & set(_device_types(record)):
+        return "REJECTED"
+    if not _answers(record).get("utility_account_number"):
+        return "NEEDS_ACTION"
+    return "ACTIVE"
+
+
+def _ca_reviewer(record: dict[str, Any]) -> str:
+    if _state(record) != "CA":
+        return "REJECTED"
+    if "EV_CHARGER" not in _device_types(record):
+        return "REJECTED"
+    answers = _answers(record)
+    if not answers.get("rate_plan") or answers.get("vehicle_count") in (None, ""):
+        return "NEEDS_ACTION"
+    return "ACTIVE"
+
+
+def _decide_like_a_person(record: dict[str, Any], kind: _Kind, rng: random.Random) -> None:
+    """Give a record a person already decided the status that person would have chosen."""
+    if rng.random() < _REVIEWER_FOLLOWS_RULES:
+        status = kind.reviewer(record)
+    else:
+        status = rng.choice(_DECIDED_BY_PEOPLE)
+    if status == record["status"]:
+        return
+    record["status"] = status
+    if "status_reason" in record:
+        record["status_reason"] = rng.choice(next(r for s, _, r in _STATUSES if s == status))
+    if "enrolled_at" in record:
+        record["enrolled_at"] = record.get("updated_at") if status == "ACTIVE" else None
+
+
 def _regions(*regions: _Region) -> _Table[_Region]:
     return _table(regions, (r.weight for r in regions))
 
@@ -322,6 +388,7 @@ _TX = _Kind(
     device_counts=_table((0, 1, 2, 3), (5, 65, 22, 8)),
     device_picker=_tx_device,
     attributes=_tx_attributes,
+    reviewer=_tx_reviewer,
 )
 
 _CA = _Kind(
@@ -346,6 +413,7 @@ _CA = _Kind(
     device_counts=_table((0, 1, 2, 3), (5, 70, 20, 5)),
     device_picker=_ca_device,
     attributes=_ca_attributes,
+    reviewer=_ca_reviewer,
 )
 
 _KINDS = {TX_BATTERY_PROGRAM: _TX, CA_EV_PROGRAM: _CA}
@@ -575,6 +643,9 @@ def generate_enrollments(
         record = _enrollment(rng, kind, moment, forced)
         if rng.random() < _MESSY_SHARE:
             _make_messy(rng, record)
+        if forced is None and record["status"] in _DECIDED_BY_PEOPLE:
+            # Its own stream, so every other field is what it was before people decided.
+            _decide_like_a_person(record, kind, random.Random(f"{program_id}/{seed}/{index}/review"))
         yield record
 
 

@@ -172,3 +172,34 @@ def test_any_seed_gives_valid_json_round_tripping_records(seed: int, program: st
     assert json.loads(json.dumps(records)) == records
     for record in records:
         Enrollment.model_validate(record)
+
+
+def _follows_the_rules(record: dict[str, Any], state: str, device: str, question: str) -> str:
+    site = record.get("site") or {}
+    types = {d.get("type") for d in record.get("devices") or []}
+    answers = {a.get("name"): a.get("value") for a in record.get("program_specific_attributes") or []}
+    if site.get("state_code") != state or not {device, device.lower()} & types:
+        return "REJECTED"
+    return "ACTIVE" if answers.get(question) else "NEEDS_ACTION"
+
+
+@pytest.mark.parametrize(
+    ("program_id", "state", "device", "question"),
+    [
+        (TX_BATTERY_PROGRAM, "TX", "BATTERY", "utility_account_number"),
+        (CA_EV_PROGRAM, "CA", "EV_CHARGER", "rate_plan"),
+    ],
+)
+def test_people_decided_mostly_by_the_programs_rules(
+    program_id: str, state: str, device: str, question: str
+) -> None:
+    """Decided records carry a reviewer's judgement, so a backtest has something to measure."""
+    records = _many(program_id, 3000)[8:]  # the first eight take each status once, as drawn
+    decided = [r for r in records if r["status"] in ("ACTIVE", "REJECTED", "NEEDS_ACTION")]
+    assert len(decided) > 500
+    following = sum(_follows_the_rules(r, state, device, question) == r["status"] for r in decided)
+    assert 0.8 < following / len(decided) < 0.97  # mostly by the rules, with judgement calls
+    for record in decided:
+        assert (record.get("enrolled_at") is not None) == (
+            record["status"] == "ACTIVE"
+        ) or "enrolled_at" not in record
