@@ -19,9 +19,12 @@ from engine.policy.document import Policy, load_policy_text
 from engine.policy.explain import Explanation, explain
 from engine.runs.apply import ReviewApplier, plan_document
 from engine.runs.plans import PlanDocument
+from engine.runs.bases import load_base, parse_base
 from engine.runs.service import EvaluatedCallback, ProgressCallback, RunReport, RunService, RunSettings
 from engine.store import DecisionRecord, PolicyVersionRecord, Store
+from engine.store.applied import applied_statuses
 from engine.store.locks import ProgramLock, acquire_program_lock
+from engine.vcs.git import show_file
 
 LOCK_TTL_S = 300.0
 
@@ -139,3 +142,43 @@ def explain_stored(config: AppConfig, enrollment_id: str) -> StoredExplanation:
     replay = explain(policy, raw, record.run_now)
     unchanged = replay.decision.facts_fingerprint == record.decision.facts_fingerprint
     return StoredExplanation(record, version, replay, unchanged)
+
+
+# --- reviewing a policy change (read-only: nothing is stored as a run, nothing is sent) ---
+
+
+def list_enrollment_dicts(config: AppConfig, program_id: str) -> list[dict[str, Any]]:
+    """Every enrollment of a program as the API lists it (the only request made)."""
+    with open_client(config) as client:
+        return list(client.iter_enrollment_dicts(program_id))
+
+
+@dataclass(frozen=True)
+class StoredPolicyTexts:
+    """Base policies of a diff: a file at a git revision, or the text a stored run used."""
+
+    config: AppConfig
+
+    def git_text(self, path: Path, revision: str) -> tuple[str, str]:
+        return show_file(path, revision)
+
+    def run_text(self, run_id: int) -> tuple[str, str]:
+        with open_store(self.config) as store:
+            run = store.run(run_id)
+            if run is None:
+                raise InputError(f"run:{run_id}: no such run in the store (see `autoapprove runs`)")
+            version = store.policy_version(run.policy_version_id) if run.policy_version_id else None
+        if version is None:
+            raise InputError(f"run:{run_id}: the policy text of that run is not stored")
+        return version.source_text, f"<policy of run {run_id}>"
+
+
+def load_diff_base(config: AppConfig, base: str, rules: Path) -> Policy:
+    """The base policy named by ``--base``: a path, ``git:REV`` or ``run:N``."""
+    return load_base(parse_base(base), rules, StoredPolicyTexts(config))
+
+
+def applied_by_this_tool(config: AppConfig, program_id: str) -> dict[str, str]:
+    """The status this tool last applied to each enrollment of a program (from the store)."""
+    with open_store(config) as store:
+        return applied_statuses(store.engine, program_id)

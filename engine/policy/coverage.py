@@ -134,18 +134,21 @@ def rule_items(policy: Policy) -> list[tuple[str, str, YamlPath]]:
 
 class HitCounter:
     """Counts, over decisions of one policy, how many each status rule, the default and
-    each group entry matched (group matches are read from the decisions' trace)."""
+    each group entry matched. Group matches are read from the decisions' trace: decisions
+    made without one (a run's ``trace=False``) count status rules only."""
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, *, traced: bool = False) -> None:
         self.policy = policy
         self.rules: Counter[str] = Counter()
         self.groups: Counter[str] = Counter()
+        self.traced = traced  # True: group hits are known even before a traced decision
 
     def add(self, decision: Decision) -> None:
         if decision.action in (Action.SKIP, Action.ERROR):
             return
         if decision.rule_id is not None:
             self.rules[decision.rule_id] += 1
+        self.traced = self.traced or bool(decision.trace)
         for step in decision.trace:
             if step.kind == "group" and step.matched:
                 self.groups[step.rule_id] += 1
@@ -158,6 +161,8 @@ class HitCounter:
     def hits(self) -> list[RuleHits]:
         found = []
         for item_id, kind, path in rule_items(self.policy):
+            if kind == "group" and not self.traced:
+                continue  # unknown, not zero
             counts = self.groups if kind == "group" else self.rules
             line = _position(self.policy, path)[0]
             found.append(RuleHits(item_id, kind, self.policy.source, line, counts[item_id]))
@@ -198,7 +203,7 @@ class CoverageTracker:
         self._session: LogicSession = self._engine.session()
         self._plan = facts_plan(policy)
         self._facts: dict[datetime, FactsBuilder] = {}
-        self._hits = HitCounter(policy)
+        self._hits = HitCounter(policy, traced=True)  # policy tests evaluate with a trace
         self._paths: list[YamlPath] = []
         self._true: list[bool] = []
         self._false: list[bool] = []

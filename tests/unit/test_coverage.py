@@ -265,3 +265,12 @@ def test_hit_counts_flag_status_rules_that_matched_nothing(tx_policy: Policy, tx
     flagged = [line.split()[1] for line in text.splitlines() if line.endswith(NO_MATCH_FLAG)]
     assert "approve" not in flagged
     assert flagged == [r.id for r in tx_policy.rules if r.id != "approve"]  # groups and default never flagged
+
+
+def test_without_a_trace_group_hits_are_left_out_not_counted_as_zero(
+    tx_policy: Policy, tx_enrollment: Any
+) -> None:
+    decisions = [Evaluator(tx_policy, NOW, trace=False).evaluate(tx_enrollment())]
+    hits = rule_hits(tx_policy, decisions)
+    assert {h.kind for h in hits} == {"rule", "default"}
+    assert {h.id: h.hits for h in hits}["approve"] == 1
