@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from engine.cli import policy_cmds, review_cmds, run_cmds, sandbox_cmds, store_cmds
+from engine.cli import compare_cmds, policy_cmds, review_cmds, run_cmds, sandbox_cmds, store_cmds
 from engine.cli.options import Commands
 from engine.cli.shared import (
     EXIT_ABORTED,
@@ -32,6 +32,9 @@ COMMANDS: tuple[Callable[[Commands], None], ...] = (
     review_cmds.add_plan,
     review_cmds.add_apply,
     review_cmds.add_review,
+    compare_cmds.add_diff,
+    compare_cmds.add_backtest,
+    compare_cmds.add_cases,
     policy_cmds.add_schema,
     sandbox_cmds.add_sandbox,
     sandbox_cmds.add_demo,

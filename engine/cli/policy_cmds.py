@@ -32,7 +32,22 @@ def add_test(commands: Commands) -> None:
                               description="Run policy test files and report pass/fail per case.")  # fmt: skip
     cmd.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="files or folders (default: rules/)")
     cmd.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
+    cmd.add_argument("--coverage", action="store_true",
+                     help="also report which rules and sub-conditions the cases exercised")  # fmt: skip
+    cmd.add_argument("--min-coverage", type=_percent, metavar="PCT",
+                     help="with --coverage: exit 1 when coverage is below PCT percent")  # fmt: skip
+    cmd.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     cmd.set_defaults(handler=cmd_test)
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text.rstrip("%"))
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage between 0 and 100")
+    return value
 
 
 def add_explain(commands: Commands) -> None:
@@ -84,25 +99,40 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_test(args: argparse.Namespace) -> int:
     from engine.errors import PolicyError
+    from engine.policy.coverage import CoverageSet
     from engine.policy.testfile import find_test_files, run_test_file
+    from engine.render.coverage import render_coverage, render_test_json
     from engine.render.text import render_test_results
 
     files = find_test_files(list(args.paths) or [DEFAULT_RULES_DIR])
     if not files:
         err("no *.test.yaml files found")
         return EXIT_FAILED
+    coverage = CoverageSet() if args.coverage or args.min_coverage is not None else None
     results = []
-    broken = 0
+    problems: list[str] = []
     for path in files:
         try:
-            results.append(run_test_file(path))
+            results.append(run_test_file(path, coverage))
         except PolicyError as exc:
-            broken += 1
-            for problem in exc.problems:
-                out(str(problem))
-    out(render_test_results(results, verbose=args.verbose))
+            problems += [str(problem) for problem in exc.problems]
+    broken = len(problems)
+    report = coverage.report() if coverage is not None else None
+    if args.format == "json":
+        for problem in problems:
+            err(problem)  # stdout stays one JSON document
+        out(render_test_json(results, report, broken))
+    else:
+        for problem in problems:
+            out(problem)
+        out(render_test_results(results, verbose=args.verbose))
+        if report is not None:
+            out(render_coverage(report))  # the percentage is the last line
     failed = broken or any(r.failed for r in results)
-    return EXIT_FAILED if failed else EXIT_OK
+    below = report is not None and args.min_coverage is not None and report.percent < args.min_coverage
+    if below and report is not None:
+        err(f"coverage {report.percent:.1f}% is below --min-coverage {args.min_coverage:g}%")
+    return EXIT_FAILED if failed or below else EXIT_OK
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

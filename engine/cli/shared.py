@@ -124,6 +124,8 @@ class Progress:
 def render_decisions(
     decisions: list[Decision], policy: Policy, fmt: str, *, show_unchanged: bool = False
 ) -> str:
+    from engine.policy.coverage import rule_hits
+    from engine.render.coverage import render_hits
     from engine.render.text import render_csv, render_json, render_table
 
     if fmt == "json":
@@ -132,4 +134,5 @@ def render_decisions(
         return render_csv(decisions)
     label = policy.name or policy.program_id
     header = f"Policy {label} ({policy.version or 'unversioned'}, {policy.content_hash[:12]})"
-    return header + "\n" + render_table(decisions, show_unchanged=show_unchanged)
+    table = render_table(decisions, show_unchanged=show_unchanged)
+    return f"{header}\n{table}\n\n{render_hits(rule_hits(policy, decisions))}"
