@@ -18,8 +18,8 @@ from engine.flip.client import ApiSettings, FlipClient
 from engine.policy.document import Policy, load_policy_text
 from engine.policy.explain import Explanation, explain
 from engine.runs.apply import ReviewApplier, plan_document
-from engine.runs.plans import PlanDocument
 from engine.runs.bases import load_base, parse_base
+from engine.runs.plans import PlanDocument
 from engine.runs.service import EvaluatedCallback, ProgressCallback, RunReport, RunService, RunSettings
 from engine.store import DecisionRecord, PolicyVersionRecord, Store
 from engine.store.applied import applied_statuses
