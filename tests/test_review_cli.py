@@ -155,6 +155,13 @@ def test_backtest_offline_measures_the_people_in_the_file(tmp_path: Path) -> Non
     assert "data may have changed since the person decided" in gate.stdout
     assert "below --min-agreement" in gate.stderr
     assert run_cli(["backtest", "--rules", str(TX), "--input", str(SAMPLE), "--min-agreement", "0"]).code == 0
+    # each disagreement opens with explain, evaluated the way backtest did
+    first = document["disagreements"][0]
+    assert "--as-status SUBMITTED --id ID" in gate.stdout
+    explained = run_cli(["explain", "--rules", str(TX), "--input", str(SAMPLE), "--as-status", "SUBMITTED",
+                         "--id", first["enrollment_id"], "--now", NOW])  # fmt: skip
+    assert explained.code == 0, explained.stderr
+    assert f"  rule {first['rule_id']}: MATCH" in explained.stdout.splitlines()
 
 
 def test_backtest_input_errors_exit_2(tmp_path: Path) -> None:

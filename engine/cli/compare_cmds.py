@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.cli.options import Commands, add_db_option, add_now
+from engine.cli.options import Commands, add_db_option, add_now, flip_status, flip_statuses
 from engine.cli.shared import EXIT_FAILED, EXIT_OK, app_config, err, out, utc_now
 
 if TYPE_CHECKING:
@@ -50,9 +50,9 @@ def add_backtest(commands: Commands) -> None:
     )
     cmd.add_argument("--rules", type=Path, required=True, metavar="POLICY", help="the policy file")
     _add_source(cmd)
-    cmd.add_argument("--as-status", type=_status, metavar="S",
+    cmd.add_argument("--as-status", type=flip_status, metavar="S",
                      help="the status each is evaluated with (default: the first in applies_to)")  # fmt: skip
-    cmd.add_argument("--decided", type=_statuses, metavar="LIST",
+    cmd.add_argument("--decided", type=flip_statuses, metavar="LIST",
                      help="statuses people set (default ACTIVE,REJECTED,NEEDS_ACTION)")  # fmt: skip
     cmd.add_argument("--min-agreement", type=_ratio, metavar="F",
                      help="exit 1 when the agreement (0 to 1) is below F")  # fmt: skip
@@ -83,23 +83,6 @@ def _add_source(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--program", metavar="P", help="program id to list (default: the policy's program_id)")
     add_now(cmd)
     add_db_option(cmd)
-
-
-def _status(text: str) -> str:
-    return _statuses(text, "--as-status")[0]
-
-
-def _statuses(text: str, option: str = "--decided") -> tuple[str, ...]:
-    from engine.errors import InputError
-    from engine.runs.backtest import parse_statuses
-
-    try:
-        found = parse_statuses(text, option)
-    except InputError as exc:
-        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from exc
-    if option == "--as-status" and len(found) != 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not one status")
-    return found
 
 
 def _ratio(text: str) -> float:
@@ -169,17 +152,16 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         out(render_backtest_csv(report))
     else:
-        out(render_backtest_table(report, explain_hint=_explain_hint(args)))
+        out(render_backtest_table(report, explain_hint=_explain_hint(args, report.as_status)))
     below = args.min_agreement is not None and report.agreement < args.min_agreement
     if below:
         err(f"agreement {report.agreement:.3f} is below --min-agreement {args.min_agreement:g}")
     return EXIT_FAILED if below else EXIT_OK
 
 
-def _explain_hint(args: argparse.Namespace) -> str:
-    if args.input is not None:
-        return f"`autoapprove explain --rules {args.rules} --input {args.input} --id ID`"
-    return "`autoapprove explain ID` after a run, or `explain --rules ... --input ... --id ID`"
+def _explain_hint(args: argparse.Namespace, as_status: str) -> str:
+    source = f"--input {args.input}" if args.input is not None else "--input FILE"
+    return f"`autoapprove explain --rules {args.rules} {source} --as-status {as_status} --id ID`"
 
 
 def cmd_cases(args: argparse.Namespace) -> int:

@@ -61,3 +61,21 @@ positive_float = _number(float, lambda v: v > 0, "a number above 0")
 non_negative_float = _number(float, lambda v: v >= 0, "a number, 0 or more")
 share = _number(float, lambda v: 0 <= v <= 1, "a share between 0 and 1")
 port = _number(int, lambda v: 0 <= v <= 65535, "a port number (0-65535)")
+
+
+def flip_statuses(text: str, *, option: str = "--decided") -> tuple[str, ...]:
+    """``ACTIVE,REJECTED`` as Flip statuses (an argparse type via a lambda or ``flip_status``)."""
+    from engine.errors import InputError
+    from engine.runs.backtest import parse_statuses
+
+    try:
+        return parse_statuses(text, option)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from exc
+
+
+def flip_status(text: str) -> str:
+    found = flip_statuses(text, option="--as-status")
+    if len(found) != 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one status")
+    return found[0]

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from engine.cli.options import Commands, add_db_option, add_now
+from engine.cli.options import Commands, add_db_option, add_now, flip_status
 from engine.cli.shared import (
     DEFAULT_RULES_DIR,
     EXIT_FAILED,
@@ -61,6 +61,8 @@ def add_explain(commands: Commands) -> None:
     cmd.add_argument("--rules", type=Path, metavar="POLICY", help="the policy file")
     cmd.add_argument("--input", type=Path, metavar="FILE", help="enrollments JSON file")
     cmd.add_argument("--id", dest="enrollment_id", metavar="ENROLLMENT_ID", help="only this enrollment")
+    cmd.add_argument("--as-status", type=flip_status, metavar="S",
+                     help="as if its status were S (as backtest evaluates decided ones)")  # fmt: skip
     add_now(cmd)
     add_db_option(cmd)
     cmd.set_defaults(handler=cmd_explain)
@@ -160,6 +162,8 @@ def _explain_file(args: argparse.Namespace) -> int:
         if not enrollments:
             raise InputError(f"{args.input}: no enrollment with id {wanted!r}")
     now = args.now or utc_now()
+    if args.as_status:
+        enrollments = [{**e, "status": args.as_status} if isinstance(e, dict) else e for e in enrollments]
     for raw in enrollments:
         out(render_explanation(explain(policy, raw, now)))
         out("")
