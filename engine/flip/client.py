@@ -4,7 +4,8 @@ Synchronous on purpose: one ``httpx.Client`` is thread-safe, so a caller that ne
 concurrency shares one :class:`FlipClient` across a thread pool. Everything that must be
 shared between those threads lives in the client: the connection pool, the "paused until"
 gate a 429 closes for *all* threads, and the optional rate limiter
-(``max_requests_per_s``, requests spaced at least ``1/max_requests_per_s`` apart).
+(``max_requests_per_s``, requests spaced at least ``1/max_requests_per_s`` apart): both are
+a :class:`~engine.flip.throttle.Throttle`. The streamed, paged list is in ``engine.flip.listing``.
 
 Retries (tenacity, jittered exponential backoff, at most ``max_attempts`` attempts):
 
@@ -33,11 +34,10 @@ The API key is a :class:`Secret`: it appears in no repr, exception message or lo
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -47,7 +47,6 @@ from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote
 
 import httpx
-import ijson
 from pydantic import BaseModel, ValidationError
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_random_exponential
@@ -59,7 +58,9 @@ from engine.errors import (
     ApiRetryableError,
     InputError,
 )
+from engine.flip.listing import follow_pages
 from engine.flip.models import ApiErrorBody, Enrollment, EnrollmentPatch, Group, GroupCreate
+from engine.flip.throttle import Throttle
 
 __all__ = ["DEFAULT_BASE_URL", "SANDBOX_BASE_URL", "ApiSettings", "FlipClient", "Secret"]
 
@@ -70,7 +71,6 @@ SANDBOX_BASE_URL = "https://api-utility-sandbox.flip.energy"
 _KEY_VARIABLE = "FLIP_API_KEY"
 _URL_VARIABLE = "FLIP_API_URL"
 _USER_AGENT = "flip-autoapprove/0.1"
-_PROBE_BYTES = 64 * 1024  # how much of a list answer is kept to check an empty one
 _SNIPPET = 200
 # Failures after which a POST surely did not reach the server.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -193,43 +193,6 @@ class ApiSettings:
         return cls(api_key=Secret(_check_key(key)), base_url=base_url, **overrides)
 
 
-# --- the shared pause gate and rate limiter -------------------------------------------------
-
-
-class _Throttle:
-    """What every thread of one client waits for before it sends: a 429 pause and a rate."""
-
-    def __init__(
-        self, clock: Callable[[], float], sleep: Callable[[float], None], per_second: float | None
-    ) -> None:
-        self._clock = clock
-        self._sleep = sleep
-        self._interval = None if per_second is None else 1.0 / per_second
-        self._lock = threading.Lock()
-        self._paused_until = float("-inf")
-        self._next_slot = float("-inf")
-
-    def pause(self, seconds: float) -> None:
-        """Hold every sender for ``seconds`` from now (a later pause wins)."""
-        with self._lock:
-            self._paused_until = max(self._paused_until, self._clock() + seconds)
-
-    def acquire(self) -> None:
-        """Wait until the gate is open and a rate slot is free, then take the slot."""
-        while True:
-            with self._lock:
-                now = self._clock()
-                wait = self._paused_until - now
-                if wait <= 0:
-                    if self._interval is None:
-                        return
-                    if now >= self._next_slot:
-                        self._next_slot = now + self._interval
-                        return
-                    wait = self._next_slot - now
-            self._sleep(wait)
-
-
 # --- reading answers ------------------------------------------------------------------------
 
 
@@ -317,18 +280,6 @@ def _json_object(response: httpx.Response, what: str) -> dict[str, Any]:
     return data
 
 
-def _check_empty_list(head: bytes, complete: bool, what: str) -> None:
-    """No enrollment came out: make sure the answer really was an (empty) list answer."""
-    if not complete:
-        raise ApiResponseError(f"{what}: the answer has no enrollments list")
-    try:
-        data = json.loads(head)
-    except ValueError as exc:
-        raise ApiResponseError(f"{what}: the answer is not JSON") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("enrollments"), list):
-        raise ApiResponseError(f"{what}: the answer has no enrollments list")
-
-
 def _enrollment_path(enrollment_id: str) -> str:
     return f"/v1/enrollments/{quote(enrollment_id, safe='')}"
 
@@ -360,7 +311,7 @@ class FlipClient:
     ) -> None:
         self.settings = settings
         self._sleep = sleep
-        self._throttle = _Throttle(clock, sleep, settings.max_requests_per_s)
+        self._throttle = Throttle(clock, sleep, settings.max_requests_per_s)
         self._local = threading.local()
         self._backoff = wait_random_exponential(
             multiplier=settings.backoff_initial_s, max=settings.backoff_max_s
@@ -408,20 +359,15 @@ class FlipClient:
         before acting on what it gave (or use :meth:`list_enrollment_dicts`).
         """
         self._local.attempts = 0
-        cursor: str | None = None
-        seen: set[str] = set()
-        while True:
+        what = f"GET /v1/enrollments?program_id={program_id}"
+
+        def open_page(cursor: str | None) -> httpx.Response:
             params = {"program_id": program_id}
             if cursor is not None:
                 params["cursor"] = cursor
-            what = f"GET /v1/enrollments?program_id={program_id}"
-            response = self._open_list(params, what)
-            cursor = yield from self._stream_list(response, what)
-            if cursor is None:
-                return
-            if cursor in seen:
-                raise ApiResponseError(f"{what}: the next-page cursor repeats ({cursor!r})")
-            seen.add(cursor)
+            return self._open_list(params, what)
+
+        yield from follow_pages(open_page, what, self._transport_text)
 
     def list_enrollment_dicts(self, program_id: str) -> list[dict[str, Any]]:
         """Every enrollment of ``program_id`` as raw dicts, fully read before returning."""
@@ -647,74 +593,3 @@ class FlipClient:
     def _open_list(self, params: dict[str, str], what: str) -> httpx.Response:
         attempt = partial(self._send, "GET", "/v1/enrollments", what, params=params, stream=True)
         return self._retrying(attempt, what, idempotent=True)
-
-    def _stream_list(
-        self, response: httpx.Response, what: str
-    ) -> Generator[dict[str, Any], None, str | None]:
-        """Yield the enrollments of one open list answer; return its next-page cursor.
-
-        One ijson pass over the body (its C backend through a file-like reader: about 5x
-        faster than feeding coroutines); the cursor, a top-level key outside the list, is
-        read from the bytes kept before and after it.
-        """
-        reader = _BodyReader(response.iter_bytes())
-        count = 0
-        try:
-            for item in ijson.items(reader, "enrollments.item", use_float=True):
-                if not isinstance(item, dict):
-                    raise ApiResponseError(f"{what}: an enrollment is a {type(item).__name__}, not an object")
-                count += 1
-                yield item
-        except httpx.HTTPError as exc:
-            raise ApiResponseError(f"{what}: the answer was cut off ({self._transport_text(exc)})") from exc
-        except ijson.JSONError as exc:
-            first_line = str(exc).splitlines()[0] if str(exc) else "parse error"
-            raise ApiResponseError(f"{what}: the answer is malformed JSON ({first_line})") from exc
-        finally:
-            response.close()
-        if count == 0:
-            _check_empty_list(bytes(reader.head), len(reader.head) <= _PROBE_BYTES, what)
-        return _cursor(_keys_outside_list(reader.head, reader.tail, what), what)
-
-
-class _BodyReader:
-    """A streamed body as a file for ijson, keeping its first and last bytes."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self.head = bytearray()
-        self.tail = b""
-
-    def read(self, size: int = -1) -> bytes:
-        if size == 0:  # ijson probes with read(0) for the type
-            return b""
-        chunk = next(self._chunks, b"")
-        if len(self.head) <= _PROBE_BYTES:
-            self.head += chunk[: _PROBE_BYTES + 1 - len(self.head)]
-        self.tail = (self.tail + chunk)[-_PROBE_BYTES:]
-        return chunk
-
-
-def _keys_outside_list(head: bytes | bytearray, tail: bytes, what: str) -> list[Any]:
-    """Cursor values among the top-level keys written before or after the enrollments list."""
-    before = bytes(head).split(b'"enrollments"', 1)[0].strip().rstrip(b",")
-    after = tail[tail.rfind(b"]") + 1 :].strip().lstrip(b",")
-    found: list[Any] = []
-    for fragment in (before + b"}", b"{" + after):
-        try:
-            keys = json.loads(fragment) if fragment not in (b"{}", b"}", b"{") else {}
-        except ValueError as exc:
-            raise ApiResponseError(f"{what}: cannot read the answer's top-level keys") from exc
-        if isinstance(keys, dict):
-            found.extend(keys[name] for name in ("next_cursor", "next") if name in keys)
-    return found
-
-
-def _cursor(cursors: list[Any], what: str) -> str | None:
-    for value in cursors:
-        if value is None or value == "":
-            continue
-        if isinstance(value, str | int) and not isinstance(value, bool):
-            return str(value)
-        raise ApiResponseError(f"{what}: the next-page cursor is a {type(value).__name__}")
-    return None
