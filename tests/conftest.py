@@ -1,7 +1,8 @@
 """Shared fixtures: a fixed clock, the example policies, and writers for policy and input files.
 
 Hypothesis profiles: ``dev`` (the default) keeps the unit tier under 10 s; CI sets
-``HYPOTHESIS_PROFILE=ci`` for more examples per property. Tests that need a fixed number
+``HYPOTHESIS_PROFILE=ci`` for more examples per property; mutation testing uses ``mutmut``
+(fewer: each of thousands of mutants runs the covering tests again). Tests that need a fixed number
 of examples (the stateful safety machine) say so in their own ``settings``.
 """
 
@@ -23,6 +24,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 settings.register_profile("dev", max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("ci", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "mutmut", max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 

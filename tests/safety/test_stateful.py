@@ -4,7 +4,9 @@ One simulator and one SQLite store per example (made in the machine's ``initiali
 Steps: a person edits enrollments in the "dashboard" (status, battery), the policy file is
 switched between three small policies, runs go dry or live with faults on or off (in this
 process, through ``engine.bootstrap.run_policy``), and live runs are killed at a named step
-in a ``cli.py run --crash-at`` subprocess (the next live run is the restart).
+in a ``cli.py run --crash-at`` subprocess (the next live run is the restart). The kill step
+is picked among those the run will reach (from the changes the policy needs now), so every
+killed run really dies; a faulty run may fail only with the API errors faults cause.
 
 After every step:
 
@@ -36,8 +38,9 @@ from hypothesis.stateful import (
 )
 
 from engine.bootstrap import AppConfig, run_policy
-from engine.errors import AutoapproveError
-from engine.policy.decision import Action
+from engine.errors import ApiResponseError, ApiRetryableError
+from engine.policy.decision import Action, Decision
+from engine.policy.evaluator import Evaluator
 from engine.runs.service import RunSettings, patch_is_applied
 from engine.sandbox.simulator import FaultConfig, SimulatorConfig
 from engine.store import Store
@@ -62,7 +65,6 @@ from .conftest import (
 ENROLLMENTS = 30
 STATUSES = ["SUBMITTED", "PENDING", "ACTIVE", "REJECTED", "NEEDS_ACTION"]
 CAPACITIES = [0, 4_000, 8_000, 12_000, 16_000]
-CRASH_STEPS = ["after_planning", "in_flight", "after_patch", "after_group_create"]
 FAULTS = FaultConfig(
     error_rate=0.06, rate_limit=0.03, retry_after_s=0, drop=0.03, timeout=0.03, hang_s=0.05, seed=99
 )
@@ -196,7 +198,7 @@ class RunsCrashesAndEdits(RuleBasedStateMachine):
         config = AppConfig(environ=world.env, db_url=world.db_url, api_overrides=FAST_API, lock_ttl_s=60)
         try:
             run_policy(world.policy, config, RunSettings(live=live, now=NOW, concurrency=4))
-        except AutoapproveError:
+        except (ApiRetryableError, ApiResponseError):  # what the simulator's faults can cause
             if not faulty:
                 raise
             self.stats["runs failed by faults"] += 1
@@ -209,19 +211,34 @@ class RunsCrashesAndEdits(RuleBasedStateMachine):
             world.sim.clear_faults()
         self.stats[f"{'live' if live else 'dry'} runs{' with faults' if faulty else ''}"] += 1
 
-    @rule(step=st.sampled_from(CRASH_STEPS), nth=st.integers(1, 2))
-    def killed_run(self, step: str, nth: int) -> None:
-        """A ``cli.py run --live --crash-at`` subprocess; the next live run restarts it."""
-        crash_at = step if step == "after_group_create" else f"{step}:{nth}"
+    def _needed(self) -> list[Decision]:
+        """The changes a live run would send now (no faults: the killed runs have none)."""
+        evaluator = Evaluator(self.world.policy, NOW, trace=False)
+        decisions = [evaluator.evaluate(e) for e in self.world.sim.enrollments(PROGRAM)]
+        return [d for d in decisions if d.action is Action.UPDATE]
+
+    def _reachable(self, kind: str, nth: int) -> str:
+        """``kind`` (at its ``nth`` occurrence) if the next live run reaches it, else the
+        nearest step it does reach: a killed run must really die."""
+        needed = self._needed()
+        if kind in ("in_flight", "after_patch") and needed:
+            return f"{kind}:{min(nth, len(needed))}"
+        existing = {g["id"] for g in self.world.sim.groups(PROGRAM)}
+        if kind == "after_group_create" and {g for d in needed for g in d.groups_added} - existing:
+            return kind
+        return "after_planning"  # every live run gets there
+
+    @rule(kind=st.sampled_from(["after_planning", "in_flight", "after_patch", "after_group_create"]),
+          nth=st.integers(1, 2))  # fmt: skip
+    def killed_run(self, kind: str, nth: int) -> None:
+        """A ``cli.py run --live --crash-at`` subprocess killed at a step it reaches."""
+        expire_leases(self.world.db_url)
+        crash_at = self._reachable(kind, nth)
         result = self.world.run(crash_at=crash_at)
-        # A step that is not reached (nothing to change, the group exists) lets it finish.
-        assert result.code in (CRASH_EXIT, 0), result.stderr[-1500:]
-        if result.code == CRASH_EXIT:
-            self.crashed = True
-            self.stats["kills"] += 1
-        else:
-            self.crashed = False
-            self.stats["crash runs that finished"] += 1
+        assert result.code == CRASH_EXIT, (crash_at, result.code, result.stderr[-1500:])
+        self.crashed = True
+        self.stats["kills"] += 1
+        self.stats[f"kills at {crash_at.partition(':')[0]}"] += 1
 
     # -- invariants --------------------------------------------------------------------------
 
@@ -268,6 +285,8 @@ class RunsCrashesAndEdits(RuleBasedStateMachine):
         config = AppConfig(environ=world.env, db_url=world.db_url, api_overrides=FAST_API)
         live = run_policy(world.policy, config, RunSettings(live=True, now=NOW))
         assert live.failed == 0, live.change_states
+        if self.crashed:
+            self.stats["restarts after a kill"] += 1
         assert pending_changes(world.sim, world.policy) == []
         dry = world.dry_run()
         assert [d.enrollment_id for d in dry.decisions if d.action is Action.UPDATE] == []
@@ -280,6 +299,7 @@ class RunsCrashesAndEdits(RuleBasedStateMachine):
 
 SETTINGS = settings(
     max_examples=15,
+    derandomize=True,  # the same examples every run: the counts below are not luck
     stateful_step_count=8,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
@@ -290,4 +310,10 @@ SETTINGS = settings(
 def test_runs_crashes_and_edits_keep_the_store_and_the_program_consistent() -> None:
     RunsCrashesAndEdits.stats.clear()
     run_state_machine_as_test(RunsCrashesAndEdits, settings=SETTINGS)
-    print(f"\n[stateful] {dict(RunsCrashesAndEdits.stats)}")
+    stats = RunsCrashesAndEdits.stats
+    print(f"\n[stateful] {dict(stats)}")
+    assert stats["kills"] >= 5, dict(stats)
+    assert stats["restarts after a kill"] >= 3, dict(stats)
+    assert stats["converged"] == stats["examples"], dict(stats)
+    assert stats["kills at in_flight"] > 0, dict(stats)
+    assert stats["kills at after_patch"] > 0, dict(stats)
