@@ -21,7 +21,7 @@ from engine.runs.apply import ReviewApplier, plan_document
 from engine.runs.bases import load_base, parse_base
 from engine.runs.plans import PlanDocument
 from engine.runs.service import EvaluatedCallback, ProgressCallback, RunReport, RunService, RunSettings
-from engine.store import DecisionRecord, PolicyVersionRecord, Store
+from engine.store import DecisionRecord, PolicyVersionRecord, ReviewRecord, Store
 from engine.store.applied import applied_statuses
 from engine.store.locks import ProgramLock, acquire_program_lock
 from engine.vcs.git import show_file
@@ -102,6 +102,32 @@ def run_policy(
             on_evaluated=on_evaluated,
         )  # fmt: skip
         return service.run(program_id)
+
+
+@dataclass(frozen=True)
+class ReviewQueue:
+    """The changes waiting for approval, and (when asked for) the stored policy versions they
+    were decided under, by id."""
+
+    changes: list[ReviewRecord]
+    policies: dict[int, Policy] = field(default_factory=dict)
+
+
+def review_queue(config: AppConfig, program_id: str | None, *, with_policies: bool = False) -> ReviewQueue:
+    """The review queue, oldest first; ``with_policies`` also loads the policies (the HTML
+    report names them and withholds reasons that copy personal data)."""
+    with open_store(config) as store:
+        changes = store.review_queue(program_id)
+        if not with_policies:
+            return ReviewQueue(changes)
+        policies = {}
+        for version_id in sorted({c.policy_version_id for c in changes if c.policy_version_id is not None}):
+            version = store.policy_version(version_id)
+            if version is not None:
+                policies[version_id] = load_policy_text(
+                    version.source_text, f"<stored policy version {version_id}>"
+                )
+    return ReviewQueue(changes, policies)
 
 
 def plan_document_of(config: AppConfig, plan_id: int) -> PlanDocument:

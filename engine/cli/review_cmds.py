@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.cli.options import (
     Commands,
@@ -25,7 +26,15 @@ from engine.cli.shared import (
     err,
     out,
     render_decisions,
+    utc_now,
+    write_output,
 )
+
+if TYPE_CHECKING:
+    from engine.policy.decision import Decision
+    from engine.policy.document import Policy
+    from engine.render.decisions_html import ExplainedDecisions
+    from engine.runs.plans import PlanDocument
 
 FORMATS = ("table", "json", "csv", "html")
 
@@ -40,7 +49,13 @@ def add_plan(commands: Commands) -> None:
     cmd.add_argument("--rules", type=Path, required=True, metavar="POLICY", help="the policy file")
     cmd.add_argument("--program", metavar="P", help="program id (default: the policy's program_id)")
     cmd.add_argument("--out", type=Path, metavar="FILE", help="also write the plan as a JSON file")
-    cmd.add_argument("--format", choices=FORMATS, default="table", help="preview format")
+    cmd.add_argument(
+        "--format", choices=FORMATS, default="table",
+        help="preview format; html: one self-contained page (summary, searchable table, explanations)",
+    )  # fmt: skip
+    cmd.add_argument(
+        "--report", type=Path, metavar="FILE", help="write the preview to FILE instead of stdout"
+    )
     cmd.add_argument("--all", action="store_true", help="table: list unchanged enrollments too")
     cmd.add_argument(
         "--max-rps", type=positive_float, metavar="R", help="never send more than R requests per second"
@@ -76,7 +91,11 @@ def add_review(commands: Commands) -> None:
         "rules with approval: required), or approve or reject them.",
     )
     cmd.add_argument("--program", metavar="P", help="only this program")
-    cmd.add_argument("--format", choices=FORMATS, default="table", help="output format")
+    cmd.add_argument(
+        "--format", choices=FORMATS, default="table",
+        help="output format; html: one self-contained page (summary, searchable table, explanations)",
+    )  # fmt: skip
+    cmd.add_argument("--out", type=Path, metavar="FILE", help="write the output to FILE instead of stdout")
     add_db_option(cmd)
     cmd.set_defaults(handler=cmd_review)
     actions = cmd.add_subparsers(title="actions", metavar="ACTION")
@@ -126,15 +145,27 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from engine.render.text import render_run_footer
     from engine.runs.service import RunSettings
 
-    _refuse_html(args.format)
+    if args.out is not None and args.out.suffix.lower() in (".html", ".htm"):
+        raise _input_error(
+            f"--out {args.out}: --out is the plan's JSON file; write the HTML report with "
+            "--format html --report FILE (or on stdout)"
+        )
     policy = load_policy(args.rules)
     config = app_config(args)
-    report = run_policy(policy, config, RunSettings(plan=True, now=args.now), program_id=args.program,
-                        progress=Progress())  # fmt: skip
-    out(render_decisions(report.decisions, policy, args.format, show_unchanged=args.all))
-    err(render_run_footer(report))
+    now = args.now or utc_now()  # fixed here: the report's explanations use the run's own now
+    explained = _explained(args.format, policy, now)
+    report = run_policy(policy, config, RunSettings(plan=True, now=now), program_id=args.program,
+                        progress=Progress(), on_evaluated=explained)  # fmt: skip
+    plan_id = report.plan_id or 0
+    document = plan_document_of(config, plan_id)
+    footer = render_run_footer(report)
+    if explained is None:
+        preview = render_decisions(report.decisions, policy, args.format, show_unchanged=args.all)
+    else:
+        preview = _plan_html(explained, now, report.decisions, document, footer)
+    write_output(args.report, preview)
+    err(footer)
     if args.out is not None:
-        document = plan_document_of(config, report.plan_id or 0)
         try:
             args.out.write_text(document.to_json(), encoding="utf-8")
         except OSError as exc:
@@ -142,9 +173,39 @@ def cmd_plan(args: argparse.Namespace) -> int:
         err(
             f"plan written to {args.out} ({len(document.changes)} changes, checksum {document.checksum[:19]})"
         )
-    saved = f"Plan {report.plan_id} saved; apply it with: autoapprove apply {report.plan_id}"
-    (out if args.format == "table" else err)(saved)
+    saved = f"Plan {plan_id} saved; apply it with: autoapprove apply {plan_id}"
+    (out if args.format == "table" and args.report is None else err)(saved)
     return EXIT_OK
+
+
+def _explained(fmt: str, policy: Policy, now: datetime) -> ExplainedDecisions | None:
+    """For ``--format html``: explains each decision as it is made (for the rows' details)."""
+    if fmt != "html":
+        return None
+    from engine.render.decisions_html import ExplainedDecisions
+
+    return ExplainedDecisions(policy, now)
+
+
+def _plan_html(
+    explained: ExplainedDecisions,
+    now: datetime,
+    decisions: list[Decision],
+    document: PlanDocument,
+    footer: str,
+) -> str:
+    from engine.render.decisions_html import ReportContext
+    from engine.render.html import render_page
+    from engine.render.review_html import PlanFacts, plan_page
+
+    context = ReportContext.for_policy(
+        explained.policy, title=f"Plan {document.plan_id}", mode="plan: nothing was sent",
+        program_id=document.program_id, evaluated_at=now,
+    )  # fmt: skip
+    created = datetime.fromisoformat(document.created_at)
+    facts = PlanFacts(document.plan_id, document.api_url, created)
+    notes = tuple(line.strip() for line in footer.splitlines() if line.strip())
+    return render_page(plan_page(explained, context, decisions, facts, notes=notes))
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -171,13 +232,19 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    from engine.bootstrap import open_store
-    from engine.render.text import render_review_queue
+    from engine.bootstrap import review_queue
 
-    _refuse_html(args.format)
-    with open_store(app_config(args)) as store:
-        waiting = store.review_queue(args.program)
-    out(render_review_queue(waiting, args.format))
+    queue = review_queue(app_config(args), args.program, with_policies=args.format == "html")
+    if args.format == "html":
+        from engine.render.html import render_page
+        from engine.render.review_html import review_page
+
+        page = review_page(queue.changes, queue.policies, generated_at=utc_now(), program_id=args.program)
+        write_output(args.out, render_page(page))
+    else:
+        from engine.render.text import render_review_queue
+
+        write_output(args.out, render_review_queue(queue.changes, args.format))
     return EXIT_OK
 
 
@@ -228,13 +295,6 @@ def _ask(question: str) -> bool:
     sys.stderr.write(question)
     sys.stderr.flush()
     return sys.stdin.readline().strip().lower() in ("y", "yes")
-
-
-def _refuse_html(fmt: str) -> None:
-    if fmt == "html":
-        raise _input_error(
-            "--format html: the HTML report is not in this version yet; use table, json or csv"
-        )
 
 
 def _input_error(message: str) -> Exception:

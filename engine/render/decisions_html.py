@@ -265,7 +265,7 @@ def explanation_section(
 def rule_step(rule: RuleExplanation, texts: ExpressionTexts | None = None) -> RuleStep:
     texts = texts or ExpressionTexts()
     verdict: Verdict = "error" if rule.error else ("match" if rule.matched else "no match")
-    reads = [(path, _read_value(path, value), path in rule.missing) for path, value in rule.reads.items()]
+    reads = [(path, read_value(path, value), path in rule.missing) for path, value in rule.reads.items()]
     decided = [
         (texts.text(step.expression), _step_value(step.expression, step.value)) for step in rule.decided_by
     ]
@@ -287,7 +287,8 @@ class ExpressionTexts:
         return found[1]
 
 
-def _read_value(path: str, value: Any) -> str:
+def read_value(path: str, value: Any) -> str:
+    """A value a rule read, as the page shows it: personal fields withheld, long values clipped."""
     if path in PERSONAL_FIELDS:
         return WITHHELD
     if path == "devices" and isinstance(value, list):

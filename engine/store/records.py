@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -96,6 +96,7 @@ class ReviewRecord:
     reviewed_at: datetime | None
     review_note: str | None
     attempts: int
+    trace: list[RuleTrace] = field(default_factory=list)  # what the rules read when it was decided
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +222,7 @@ def to_review_record(
         reviewed_at=row.reviewed_at,
         review_note=row.review_note,
         attempts=row.attempts,
+        trace=_trace_from_json(row.trace),
     )
 
 

@@ -175,3 +175,46 @@ def test_scheduled_runs_send_no_rejection_until_a_person_approves(
     assert json.loads(run_cli(["review", "--format", "json"], env).stdout) == [], (
         "a refusal is not re-proposed"
     )
+
+
+def test_plan_and_review_write_html_reports_and_send_nothing(simulator: Simulator, tmp_path: Path) -> None:
+    rules = tmp_path / "review.yaml"
+    rules.write_text(
+        TX_RULES.read_text(encoding="utf-8").replace("limits:", REVIEW_POLICY, 1), encoding="utf-8"
+    )
+    env = cli_env(simulator, f"sqlite:///{tmp_path / 'html.db'}")
+    planned = run_cli(["plan", "--rules", str(rules), "--now", NOW, "--format", "html"], env)
+    assert planned.code == 0, planned.stderr
+    html = planned.stdout
+    assert html.startswith("<!DOCTYPE html>")
+    assert "<title>Plan 1</title>" in html
+    assert simulator.base_url in html
+    assert "Plan 1 saved; apply it with: autoapprove apply 1" in planned.stderr
+    enrollments = simulator.enrollments(TX_BATTERY_PROGRAM)
+    assert all(e["id"] in html for e in enrollments)
+    for enrollment in enrollments:
+        site = enrollment.get("site") or {}
+        for key in ("email", "last_name", "street_address"):
+            if site.get(key):
+                assert site[key] not in html, key
+    trap = run_cli(["plan", "--rules", str(rules), "--now", NOW, "--out", str(tmp_path / "p.html")], env)
+    assert trap.code == 2
+    assert "--out is the plan's JSON file" in trap.stderr
+
+    assert run_cli(["run", "--rules", str(rules), "--now", NOW, "--live", "--yes"], env).code == 0
+    before = patches(simulator)
+    report = tmp_path / "review.html"
+    listed = run_cli(["review", "--format", "html", "--out", str(report)], env)
+    assert listed.code == 0, listed.stderr
+    assert listed.stdout == ""
+    assert f"wrote {report}" in listed.stderr
+    page = report.read_text(encoding="utf-8")
+    queue = json.loads(run_cli(["review", "--format", "json"], env).stdout)
+    assert queue
+    assert "<title>Review queue</title>" in page
+    assert all(item["enrollment_id"] in page for item in queue)
+    assert f'"{len(queue)}"' in page or f">{len(queue)}<" in page
+    assert patches(simulator) == before, "listing sends nothing"
+    empty = run_cli(["review", "--program", "prog-ca-ev-charging", "--format", "html"], env)
+    assert empty.code == 0
+    assert "No change is waiting." in empty.stdout

@@ -5,6 +5,7 @@ browser download)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -31,6 +32,18 @@ HOSTILE = [
     "<!-- {{ 7 * 7 }} {% raw %} ${7*7} -->",
     "&lt;b&gt;entity&lt;/b&gt; \u2028 \u2029",
 ]
+
+
+# The page's own blocks only: two of data, one of code; no element a payload would add.
+PAGE_SCRIPTS = [
+    '<script type="application/json" id="report-table">',
+    '<script type="application/json" id="report-details">',
+    "<script>",
+]
+
+
+def script_blocks(html: str) -> list[str]:
+    return re.findall(r"<script\b[^>]*>", html)
 
 
 def sample_enrollments() -> list[dict[str, Any]]:

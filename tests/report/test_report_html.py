@@ -31,7 +31,14 @@ from engine.render.html import (
     script_json,
 )
 
-from .conftest import HOSTILE, build_report, hostile_enrollments, sample_enrollments
+from .conftest import (
+    HOSTILE,
+    PAGE_SCRIPTS,
+    build_report,
+    hostile_enrollments,
+    sample_enrollments,
+    script_blocks,
+)
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(),
@@ -47,18 +54,10 @@ def test_script_json_round_trips_and_cannot_close_its_block(value: Any) -> None:
     assert not set(text) & {"<", ">", "&", "\u2028", "\u2029"}
 
 
-def script_blocks(html: str) -> list[str]:
-    return re.findall(r"<script\b[^>]*>", html)
-
-
 def test_hostile_strings_never_become_markup(tx_policy: Policy, now: datetime) -> None:
     html, decisions = build_report(tx_policy, hostile_enrollments(), now)
     # The page's own blocks only: two of data, one of code; no element a payload would add.
-    assert script_blocks(html) == [
-        '<script type="application/json" id="report-table">',
-        '<script type="application/json" id="report-details">',
-        "<script>",
-    ]
+    assert script_blocks(html) == PAGE_SCRIPTS
     assert "<img" not in html
     for payload in HOSTILE:
         assert payload not in html
