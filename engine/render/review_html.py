@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from engine.policy.decision import Decision, RuleTrace
+from engine.policy.decision import Action, Decision, RuleTrace
 from engine.policy.document import Policy
 from engine.render.decisions_html import (
     DECISION_COLUMNS,
@@ -80,7 +80,7 @@ def plan_page(
     """A saved plan's report: every decision of its run, explained, with the plan's facts."""
     policy = explained.policy
     page = explained.page(context, decisions, notes=notes)
-    final = {i for i, d in enumerate(decisions) if d.patch() is not None and policy.requires_approval(d)}
+    final = {i for i, d in enumerate(decisions) if d.action is Action.UPDATE and policy.requires_approval(d)}
     command = f"autoapprove apply {plan.plan_id}"
     cards: list[Card] = [
         StatCard("Plan", plan.plan_id, f"apply it with: {command}", tone="info"),

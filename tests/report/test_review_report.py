@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from engine.policy.decision import Decision, RuleTrace
+from engine.policy.decision import Action, Decision, RuleTrace
 from engine.policy.document import Policy
 from engine.policy.evaluator import Evaluator
 from engine.render.decisions_html import WITHHELD
@@ -49,7 +49,7 @@ def queued(policy: Policy, enrollments: list[dict[str, Any]], now: datetime) -> 
     """What a live run would leave waiting: its changes the policy wants a person to confirm."""
     evaluator = Evaluator(policy, now, trace=True)
     decisions = [evaluator.evaluate(raw) for raw in enrollments]
-    needed = [d for d in decisions if d.patch() is not None and policy.requires_approval(d)]
+    needed = [d for d in decisions if d.action is Action.UPDATE and policy.requires_approval(d)]
     return [waiting(d, 100 + i, now - timedelta(days=i)) for i, d in enumerate(needed)]
 
 
