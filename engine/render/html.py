@@ -38,8 +38,17 @@ Building a page (every command's report is one of these; plain data in, a string
   ``RuleStep`` (rule id, kind, verdict, the values it read, the sub-conditions that decided it).
   ``explanation_section`` in ``engine.render.decisions_html`` makes a section from an engine
   ``Explanation``; a diff shows two sections (before/after) in one ``Detail``.
-- ``decisions_page`` (``engine.render.decisions_html``) builds the whole page of a run's
-  decisions; other commands add or replace columns and cards around the same pieces.
+- ``engine.render.decisions_html`` has the pieces for decisions (``run``, ``plan``, ``diff``,
+  ``backtest``): ``ExplainedDecisions(policy, now)`` is called with ``(raw, decision)`` for each
+  enrollment (pass it as ``on_evaluated=`` to ``RunService``/``run_policy``, or call it in an
+  offline loop) and keeps a compact explanation of each; ``.page(ReportContext.for_policy(
+  policy, title=..., mode=..., program_id=..., evaluated_at=now), decisions, notes=[...],
+  extra_cards=[...])`` gives the whole ``Page``. ``DECISION_COLUMNS``, ``decision_cells``,
+  ``summary_cards``, ``explanation_detail`` and ``explanation_section`` are there to reuse for a
+  page of a different shape (a review queue: its own columns, the same badges and cards; a
+  diff: one ``Detail`` with a "before" and an "after" section). Personal data: use
+  ``explanation_detail``/``rule_step`` (they withhold names, email and street address) rather
+  than building ``RuleStep`` reads by hand.
 """
 
 from __future__ import annotations
@@ -354,26 +363,26 @@ def _card_view(card: Card) -> dict[str, Any]:
 
 def _table_payload(table: Table) -> dict[str, Any]:
     """Rows as one flat array (``len(columns) + 1`` numbers per row, the last the detail id);
-    text cells are indexes into ``strings`` (-1 for none), numeric columns hold numbers.
+    a text cell is an index into its column's ``strings`` (-1 for none), a numeric one a number.
 
-    ``strings`` is sorted (case-insensitively), so a text cell's index is also its sort key:
-    the page sorts 100,000 rows by comparing numbers.
+    Each column's strings are sorted (case-insensitively), so a cell is also its sort key (the
+    page sorts 100,000 rows by comparing numbers), and a column of a few statuses costs a
+    digit or two per row.
     """
     columns = list(table.columns)
     rows = table.rows
-    raw = [[row.cells.get(column.key) for row in rows] for column in columns]
-    texts = sorted(
-        {str(v) for column, values in zip(columns, raw, strict=True) if column.sort == "text"
-         for v in values if v is not None},
-        key=lambda text: (text.casefold(), text),
-    )  # fmt: skip
-    ids = {text: index for index, text in enumerate(texts)}
+    strings: list[list[str]] = []
     encoded: list[list[int | float | None]] = []
-    for column, values in zip(columns, raw, strict=True):
+    for column in columns:
+        values = [row.cells.get(column.key) for row in rows]
         if column.sort == "number":
+            strings.append([])
             encoded.append([v if isinstance(v, int | float) and _is_number(v) else None for v in values])
-        else:
-            encoded.append([-1 if v is None else ids[str(v)] for v in values])
+            continue
+        texts = sorted({str(v) for v in values if v is not None}, key=lambda text: (text.casefold(), text))
+        ids = {text: index for index, text in enumerate(texts)}
+        strings.append(texts)
+        encoded.append([-1 if v is None else ids[str(v)] for v in values])
     encoded.append([-1 if row.detail is None else row.detail for row in rows])
     return {
         "columns": [
@@ -383,7 +392,7 @@ def _table_payload(table: Table) -> dict[str, Any]:
             }
             for c in columns
         ],
-        "strings": texts,
+        "strings": strings,
         "cells": [cell for row_cells in zip(*encoded, strict=True) for cell in row_cells],
         "noun": table.noun,
         "empty": table.empty,

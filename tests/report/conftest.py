@@ -35,10 +35,10 @@ HOSTILE = [
 
 
 # The page's own blocks only: two of data, one of code; no element a payload would add.
-PAGE_SCRIPTS = [
+PAGE_SCRIPTS = [  # the explanations come after the code: the rows show before they are read
     '<script type="application/json" id="report-table">',
-    '<script type="application/json" id="report-details">',
     "<script>",
+    '<script type="application/json" id="report-details">',
 ]
 
 

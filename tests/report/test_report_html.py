@@ -153,5 +153,5 @@ def test_table_cells_are_interned_and_numbers_stay_numbers() -> None:
     rows = [Row({"id": "a", "n": 3}), Row({"id": "a", "n": None}, detail=0), Row({"n": 1.5})]
     html = render_page(Page("t", table=Table(columns, rows)))
     data = json.loads(re.search(r'id="report-table">(.*?)</script>', html).group(1))  # type: ignore[union-attr]
-    assert data["strings"] == ["a"]
+    assert data["strings"] == [["a"], []]
     assert data["cells"] == [0, 3, -1, 0, None, 0, -1, 1.5, -1]

@@ -11,8 +11,13 @@
   var table = JSON.parse(document.getElementById("report-table").textContent);
   var columns = table.columns, strings = table.strings, cells = table.cells;
   var stride = columns.length + 1, total = cells.length / stride;
-  var visible = [], filterCols = [];
-  columns.forEach(function (c, i) { c.index = i; if (!c.hidden) visible.push(c); if (c.filter) filterCols.push(c); });
+  var visible = [], filterCols = [], searchCols = [];
+  columns.forEach(function (c, i) {
+    c.index = i;
+    if (!c.hidden) visible.push(c);
+    if (c.filter) filterCols.push(c);
+    if (c.sort === "text") searchCols.push(i);
+  });
 
   var viewport = document.getElementById("viewport"), spacer = document.getElementById("spacer");
   var rowsEl = document.getElementById("rows"), countEl = document.getElementById("count");
@@ -29,7 +34,7 @@
   var lower = null, details = null;
 
   function cell(row, col) { return cells[row * stride + col]; }
-  function text(id) { return id < 0 || id === null ? "" : strings[id]; }
+  function text(col, id) { return id < 0 || id === null ? "" : strings[col][id]; }
   function fmt(n) { return n.toLocaleString("en-US"); }
   function el(tag, cls, content) {
     var node = document.createElement(tag);
@@ -55,8 +60,9 @@
 
   var selects = {};
   filterCols.forEach(function (c) {
-    var counts = new Map();
-    for (var r = 0; r < total; r++) { var v = cell(r, c.index); counts.set(v, (counts.get(v) || 0) + 1); }
+    var tally = new Int32Array(strings[c.index].length + 1), counts = new Map(), r;  // [0]: empty cells
+    for (r = 0; r < total; r++) tally[cell(r, c.index) + 1]++;
+    for (r = 0; r < tally.length; r++) if (tally[r]) counts.set(r - 1, tally[r]);
     var label = el("label", "filter", c.label);
     var select = el("select");
     select.setAttribute("data-col", c.key);
@@ -64,9 +70,9 @@
     all.value = "";
     select.appendChild(all);
     Array.from(counts.keys()).sort(function (a, b) {
-      return counts.get(b) - counts.get(a) || (text(a) < text(b) ? -1 : 1);
+      return counts.get(b) - counts.get(a) || a - b;
     }).forEach(function (v) {
-      var option = el("option", null, (v < 0 ? "(empty)" : text(v)) + " (" + fmt(counts.get(v)) + ")");
+      var option = el("option", null, (v < 0 ? "(empty)" : text(c.index, v)) + " (" + fmt(counts.get(v)) + ")");
       option.value = String(v);
       select.appendChild(option);
     });
@@ -89,7 +95,7 @@
       var wanted = button.getAttribute("data-filter-value");
       for (var i = 0; i < target.select.options.length; i++) {
         var option = target.select.options[i];
-        if (option.value !== "" && text(Number(option.value)) === wanted) {
+        if (option.value !== "" && text(target.col, Number(option.value)) === wanted) {
           target.select.value = option.value;
           setFilter(target.col, option.value);
           document.getElementById("table-section").scrollIntoView({ block: "start" });
@@ -107,17 +113,20 @@
   });
 
   // --- search, filter, sort -------------------------------------------------------------
+  // Per searched column, which of its strings contain the word: each distinct string is
+  // looked at once, then rows are matched by number.
   function matchingStrings(word) {
-    if (lower === null) lower = strings.map(function (s) { return s.toLowerCase(); });
-    var hits = new Uint8Array(strings.length);
-    for (var i = 0; i < lower.length; i++) if (lower[i].indexOf(word) !== -1) hits[i] = 1;
-    return hits;
+    if (lower === null) lower = strings.map(function (list) { return list.map(function (s) { return s.toLowerCase(); }); });
+    return searchCols.map(function (col) {
+      var list = lower[col], hits = new Uint8Array(list.length);
+      for (var i = 0; i < list.length; i++) if (list[i].indexOf(word) !== -1) hits[i] = 1;
+      return hits;
+    });
   }
 
   function apply() {
     var words = state.query.toLowerCase().split(/\s+/).filter(Boolean);
     var hitSets = words.map(matchingStrings);
-    var searchCols = columns.filter(function (c) { return c.sort === "text"; }).map(function (c) { return c.index; });
     var filterList = Object.keys(state.filters).map(function (k) { return [Number(k), state.filters[k]]; });
     viewLen = 0;
     for (var p = 0; p < total; p++) {
@@ -125,7 +134,7 @@
       for (f = 0; f < filterList.length && ok; f++) ok = cells[base + filterList[f][0]] === filterList[f][1];
       for (w = 0; w < hitSets.length && ok; w++) {
         var hits = hitSets[w], found = false;
-        for (c = 0; c < searchCols.length && !found; c++) { var v = cells[base + searchCols[c]]; found = v >= 0 && hits[v] === 1; }
+        for (c = 0; c < searchCols.length && !found; c++) { var v = cells[base + searchCols[c]]; found = v >= 0 && hits[c][v] === 1; }
         ok = found;
       }
       if (ok) view[viewLen++] = r;
@@ -153,7 +162,7 @@
       });
       order = Int32Array.from(values);
     } else {
-      var packed = new Float64Array(total), last = strings.length;
+      var packed = new Float64Array(total), last = strings[col].length;
       for (r = 0; r < total; r++) {
         var v = cell(r, col), key = v < 0 ? 2 * last : (dir > 0 ? v : last - 1 - v);  // empty cells last
         packed[r] = key * total + r;
@@ -211,7 +220,7 @@
     if (open) row.classList.add("expanded");
     if (hasDetail) row.setAttribute("aria-expanded", open ? "true" : "false");
     visible.forEach(function (c, i) {
-      var v = cell(r, c.index), content = c.sort === "number" ? (v === null ? "" : fmt(v)) : text(v);
+      var v = cell(r, c.index), content = c.sort === "number" ? (v === null ? "" : fmt(v)) : text(c.index, v);
       var td = el("div", "cell" + (c.mono ? " mono" : ""));
       td.setAttribute("role", "cell");
       if (i === 0) td.appendChild(el("span", "twisty", hasDetail ? (open ? "\u25BE" : "\u25B8") : ""));
@@ -264,11 +273,21 @@
   window.addEventListener("resize", function () { render(); });
 
   // --- explanations (parsed on the first expanded row) ----------------------------------
+  function loadDetails() {
+    if (details !== null) return true;
+    // The block comes after this script, so the first rows show before it is even read.
+    var source = document.getElementById("report-details");
+    if (!source && document.readyState === "loading") return false;
+    details = source ? JSON.parse(source.textContent) : { strings: [], steps: [], details: [] };
+    return true;
+  }
+  // Parsed when the browser is idle after loading, so the first row opens at once.
+  document.addEventListener("DOMContentLoaded", function () {
+    if (window.requestIdleCallback) requestIdleCallback(loadDetails, { timeout: 3000 }); else setTimeout(loadDetails, 200);
+  });
+
   function detailElement(id) {
-    if (details === null) {
-      var source = document.getElementById("report-details");
-      details = source ? JSON.parse(source.textContent) : { strings: [], steps: [], details: [] };
-    }
+    if (!loadDetails()) return pendingDetail(id);
     var s = details.strings, d = details.details[id];
     function t(i) { return i < 0 ? null : s[i]; }
     var box = el("div", "detail");
@@ -286,6 +305,14 @@
       var list = el("ol", "steps");
       section[1].forEach(function (stepId) { list.appendChild(stepElement(details.steps[stepId], t)); });
       box.appendChild(list);
+    });
+    return box;
+  }
+
+  function pendingDetail(id) {
+    var box = el("div", "detail", "Loading the explanations\u2026");
+    document.addEventListener("DOMContentLoaded", function () {
+      if (detailEl === box) { var r = state.expanded; state.expanded = -1; toggle(r); }
     });
     return box;
   }
@@ -335,4 +362,5 @@
   apply();
   root.setAttribute("data-ready", "true");
   window.reportReadyAt = performance.now();
+  requestAnimationFrame(function () { window.reportFrameAt = performance.now(); });  // the rows' first frame
 })();
