@@ -106,6 +106,7 @@ class FakeFlipApi:
         self.hooks: list[Hook] = []
         self.failures: dict[tuple[str, str], list[BaseException]] = {}
         self.patches: list[tuple[str, dict[str, Any]]] = []
+        self.attempts: dict[str, int] = {}  # HTTP attempts a PATCH "took" (retries), per enrollment
         self._lock = threading.Lock()
         self._local = threading.local()
         self._revision = 0
@@ -147,6 +148,7 @@ class FakeFlipApi:
 
     def update_enrollment(self, enrollment_id: str, patch: EnrollmentPatch) -> dict[str, Any]:
         self._enter("patch", enrollment_id)
+        self._local.attempts = self.attempts.get(enrollment_id, 1)
         body = patch.body()
         with self._lock:
             self.patches.append((enrollment_id, body))
@@ -564,7 +566,14 @@ class Fakes:
         api = FakeFlipApi(world, enrollments, step_s=step_s, request_step_s=request_step_s)
         return cls(world, api, FakeStore(world, locks, step_s=step_s), locks)
 
-    def service(self, policy: Policy, *, stop: threading.Event | None = None, **settings: Any) -> RunService:
+    def service(
+        self,
+        policy: Policy,
+        *,
+        stop: threading.Event | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
+        **settings: Any,
+    ) -> RunService:
         settings.setdefault("now", datetime(2026, 11, 25, tzinfo=UTC))
         settings.setdefault("holder", "unit-test:1")
         return RunService(
@@ -574,5 +583,6 @@ class Fakes:
             RunSettings(**settings),
             lock_factory=self.locks,
             stop=stop,
+            progress=progress,
             clock=self.world.clock,
         )

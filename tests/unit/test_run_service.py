@@ -562,3 +562,38 @@ def test_a_lease_that_runs_out_refuses_the_runs_writes() -> None:
     with pytest.raises(LockHeldError):
         fakes.service(policy(), live=True).run()
     assert fakes.store.changes == {}
+
+
+# --- what a run reports -----------------------------------------------------------------------
+
+
+def test_the_stored_counts_and_the_progress_of_a_live_run() -> None:
+    fakes = Fakes.of([*approvals(2), enrollment("enr-r", state="OK"), enrollment("enr-s", status="PAUSED")])
+    progress: list[tuple[str, int, int]] = []
+
+    def record(stage: str, done: int, total: int) -> None:
+        progress.append((stage, done, total))
+
+    report = fakes.service(policy(), live=True, concurrency=1, progress=record).run()
+
+    assert fakes.store.runs[report.run_id].counts == {
+        "transitions": {"SUBMITTED -> ACTIVE": 2, "SUBMITTED -> REJECTED": 1, "skip": 1},
+        "actions": {"update": 3, "skip": 1},
+        "changes": {"applied": 3},
+        "recovered": 0,
+    }
+    assert progress == [("evaluating", 4, 4), ("applying", 1, 3), ("applying", 2, 3), ("applying", 3, 3)]
+    assert fakes.store.runs[report.run_id].message is None
+    assert [c.attempts for c in fakes.store.changes.values() if c.change_state == "applied"] == [1, 1, 1]
+
+
+def test_a_dry_run_reports_the_changes_it_would_make() -> None:
+    fakes = Fakes.of([*approvals(1), enrollment("enr-s", status="PAUSED")])
+
+    report = fakes.service(policy()).run()
+
+    run = fakes.store.runs[report.run_id]
+    assert (run.outcome, run.counts["changes"]) == ("completed", {})
+    assert run.counts["actions"] == {"update": 1, "skip": 1}
+    assert (report.live, report.failed, report.recovered) == (False, 0, 0)
+    assert "1 change(s) would be sent; nothing was sent (dry run)" in render_run_footer(report)
