@@ -237,10 +237,16 @@ class FakeLocks:
             lock.released = True
 
     def check(self, program_id: str, token: int | None) -> None:
-        """What the real store's fencing does: refuse writes of a lease that is not current."""
-        if token is None:
-            return
+        """What the real store's fencing does: refuse writes of a lease that is not current.
+
+        Stricter than the real store in one way: while a program is locked, a write must
+        carry the token (the real store would fall back to the run's own token; the service
+        is meant to fence every write of a live run itself)."""
         current = self.held.get(program_id)
+        if token is None:
+            if current is not None and not current.released and current.alive():
+                raise LockHeldError(f"a write to locked program {program_id} without its fencing token")
+            return
         if current is None or current.fencing_token != token:
             raise LockHeldError(f"fencing token {token} of {program_id} is no longer current")
         current.check()
@@ -254,6 +260,8 @@ class StoredRun:
     program_id: str
     mode: str
     fencing_token: int | None
+    holder: str | None = None
+    policy_version_id: int | None = None
     outcome: str = "running"
     counts: dict[str, Any] = field(default_factory=dict)
     message: str | None = None
@@ -308,6 +316,7 @@ class FakeStore:
         self.locks = locks
         self.step_s = step_s  # how long storing one decision "takes"
         self.versions: dict[str, int] = {}
+        self.version_texts: dict[str, tuple[str, str, str | None, str]] = {}
         self.runs: dict[int, StoredRun] = {}
         self.changes: dict[int, StoredChange] = {}
         self._lock = threading.Lock()
@@ -350,6 +359,7 @@ class FakeStore:
         self, program_id: str, name: str, version: str | None, content_hash: str, source_text: str
     ) -> int:
         self.world.log("save_policy_version", program_id)
+        self.version_texts[content_hash] = (program_id, name, version, source_text)
         return self.versions.setdefault(content_hash, len(self.versions) + 1)
 
     def start_run(
@@ -364,13 +374,15 @@ class FakeStore:
     ) -> int:
         self._write("start_run", program_id, fencing_token)
         run_id = len(self.runs) + 1
-        self.runs[run_id] = StoredRun(program_id, str(mode), fencing_token)
+        self.runs[run_id] = StoredRun(program_id, str(mode), fencing_token, holder, policy_version_id)
         return run_id
 
     def add_decisions(
         self, run_id: int, program_id: str, decisions: Iterable[Decision], *, fencing_token: int | None = None
     ) -> None:
         run = self.runs[run_id]
+        if run.outcome != "running":
+            raise StoreError(f"run {run_id} has already ended ({run.outcome})")
         for decision in decisions:
             self.world.clock.advance(self.step_s)
             self._write("add_decision", program_id, fencing_token)

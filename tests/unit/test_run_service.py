@@ -597,3 +597,61 @@ def test_a_dry_run_reports_the_changes_it_would_make() -> None:
     assert run.counts["actions"] == {"update": 1, "skip": 1}
     assert (report.live, report.failed, report.recovered) == (False, 0, 0)
     assert "1 change(s) would be sent; nothing was sent (dry run)" in render_run_footer(report)
+
+
+def test_a_run_records_its_policy_version_holder_and_mode() -> None:
+    fakes = Fakes.of(approvals(1))
+    unit_policy = policy()
+
+    report = fakes.service(unit_policy, live=True).run()
+
+    run = fakes.store.runs[report.run_id]
+    assert (run.mode, run.holder, run.policy_version_id, run.fencing_token) == ("live", "unit-test:1", 1, 1)
+    assert fakes.store.version_texts[unit_policy.content_hash] == (
+        "prog-unit",
+        unit_policy.name or "prog-unit",
+        unit_policy.version,
+        unit_policy.source_text,
+    )
+
+
+def test_ctrl_c_while_listing_records_an_interrupted_run() -> None:
+    fakes = Fakes.of(approvals(3))
+
+    def ctrl_c(call: str, key: str) -> None:
+        if (call, key) == ("list_item", "enr-2"):
+            raise KeyboardInterrupt
+
+    fakes.api.hooks.append(ctrl_c)
+
+    with pytest.raises(KeyboardInterrupt):
+        fakes.service(policy(), live=True).run()
+
+    run = fakes.store.runs[1]
+    assert (run.outcome, run.message) == ("interrupted", "interrupted")
+    assert fakes.store.changes == {}
+
+
+def test_a_lost_lease_is_recorded_in_the_runs_own_words() -> None:
+    fakes = Fakes.of(approvals(1))
+    fakes.api.fail("list_item", "enr-1", LockHeldError("the lease was taken over by host-b:9"))
+
+    with pytest.raises(LockHeldError):
+        fakes.service(policy(), live=True).run()
+
+    run = fakes.store.runs[1]
+    assert (run.outcome, run.message) == ("failed", "the lease was taken over by host-b:9")
+
+
+def test_a_recovered_change_says_how_it_was_found() -> None:
+    fakes = Fakes.of(approvals(1))
+    crashed = crashed_run(fakes, policy(), in_flight=["enr-1"], retryable=[])
+    fakes.api.apply("enr-1", APPROVE)
+
+    fakes.service(policy(), live=True).run()
+
+    change = fakes.store.change_of("enr-1", crashed)
+    assert (change.change_state, change.error_message) == (
+        "recovered",
+        "found applied when re-checked after an interrupted or failed attempt",
+    )
