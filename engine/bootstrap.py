@@ -91,15 +91,16 @@ def run_policy(
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
     on_evaluated: EvaluatedCallback | None = None,
+    on_finish: Callable[[RunReport], None] | None = None,
 ) -> RunReport:
-    """One run with the real client and store."""
+    """One run with the real client and store; ``on_finish`` sees its report even when it fails."""
     with open_client(config) as client, open_store(config) as store:
         lock_factory = _lock_factory(store, config)
 
         settings = replace(settings, api_url=client.settings.base_url)
         service = RunService(
             policy, client, store, settings, lock_factory=lock_factory, progress=progress, stop=stop,
-            on_evaluated=on_evaluated,
+            on_evaluated=on_evaluated, on_finish=on_finish,
         )  # fmt: skip
         return service.run(program_id)
 

@@ -36,15 +36,20 @@ def render_json(decisions: Iterable[Decision]) -> str:
     return json.dumps([decision_record(d) for d in decisions], indent=2)
 
 
+def csv_row(decision: Decision) -> dict[str, Any]:
+    """A decision as one CSV row: list fields joined with ``;``."""
+    row = decision_record(decision)
+    for key in ("group_ids", "groups_added", "groups_removed", "warnings"):
+        row[key] = ";".join(row[key])
+    return row
+
+
 def render_csv(decisions: Iterable[Decision]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=[*DECISION_KEYS, "transition"], lineterminator="\n")
     writer.writeheader()
     for decision in decisions:
-        row = decision_record(decision)
-        for key in ("group_ids", "groups_added", "groups_removed", "warnings"):
-            row[key] = ";".join(row[key])
-        writer.writerow(row)
+        writer.writerow(csv_row(decision))
     return buffer.getvalue()
 
 
@@ -68,13 +73,17 @@ def render_table(decisions: Sequence[Decision], *, show_unchanged: bool = False)
 
 
 def render_summary(decisions: Iterable[Decision]) -> str:
-    counts = summarize(decisions)
+    return "\n".join(summary_lines(summarize(decisions)))
+
+
+def summary_lines(counts: Counter[str]) -> list[str]:
+    """``Summary: N enrollments`` and the count of each transition, most frequent first."""
     total = sum(counts.values())
     lines = [f"Summary: {total} enrollments"]
     width = max((len(k) for k in counts), default=0)
     for transition, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
         lines.append(f"  {transition.ljust(width)}  {count}")
-    return "\n".join(lines)
+    return lines
 
 
 def render_explanation(explanation: Explanation) -> str:
@@ -179,7 +188,7 @@ def render_run_footer(report: Any) -> str:
         if report.awaiting_approval:
             lines.append(f"{report.awaiting_approval} changes await approval: autoapprove review")
     else:
-        needed = sum(1 for d in report.decisions if d.action is Action.UPDATE)
+        needed = report.needed
         if getattr(report, "plan_id", None):
             lines.append(f"  {needed} change(s) saved in the plan; nothing was sent")
         else:

@@ -7,7 +7,7 @@ the same real ones pointed at the local simulator and a temporary database.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -87,6 +87,8 @@ class DecisionStore(Protocol):
     def add_decisions(
         self, run_id: int, program_id: str, decisions: Iterable[Decision], *, fencing_token: int | None = None
     ) -> None: ...
+
+    def latest_digests(self, program_id: str) -> Mapping[str, int]: ...
 
     def planned_changes(self, run_id: int) -> Sequence[PlannedChangeLike]: ...
 

@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -27,8 +27,10 @@ from engine.flip.models import EnrollmentPatch
 from engine.policy.decision import Action, Decision
 from engine.policy.document import Policy
 from engine.policy.evaluator import Evaluator
+from engine.runs.digest import decision_digest
 from engine.runs.ports import DecisionStore, FlipApi, Outcome, PlannedChangeLike, ProgramLockLike
 from engine.runs.review import sort_for_review
+from engine.runs.spool import DecisionSpool
 
 ProgressCallback = Callable[[str, int, int], None]
 # Sees each raw enrollment with its decision as the list streams in (the HTML report explains
@@ -70,12 +72,16 @@ class HeldChange:
 
 @dataclass
 class RunReport:
-    """What a run did, for the preview and the exit code."""
+    """What a run did, for the preview and the exit code.
+
+    It keeps counts, and the decisions a live run must apply (``changes``); ``decisions``
+    holds every decision only when the run was given no decision sink (small runs, tests).
+    """
 
     run_id: int
     program_id: str
     live: bool
-    decisions: list[Decision]
+    decisions: list[Decision] = field(default_factory=list)
     outcome: str = "completed"
     message: str | None = None
     change_states: Counter[str] = field(default_factory=Counter)
@@ -85,6 +91,44 @@ class RunReport:
     held: list[HeldChange] = field(default_factory=list)  # moves out of ACTIVE the policy does not allow
     awaiting_approval: int = 0  # changes waiting in the review queue after this run
     plan_id: int | None = None  # the plan a ``plan`` run saved
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    duration_s: float = 0.0
+    transitions: Counter[str] = field(default_factory=Counter)
+    action_counts: Counter[str] = field(default_factory=Counter)
+    changes: list[Decision] = field(default_factory=list)  # UPDATE decisions of a live run
+    groups_wanted: set[str] = field(default_factory=set)  # groups the changes add
+    rejects: int = 0  # evaluated enrollments the policy would move to REJECTED
+    unchanged: int = 0  # decided as their latest stored decision: no new row
+    needs_approval: int = 0  # changes the policy wants a person to confirm
+
+    def tally(self, decision: Decision) -> None:
+        """Count one decision; keep it when a live run must apply it."""
+        self.transitions[decision.transition] += 1
+        self.action_counts[decision.action.value] += 1
+        if decision.action is Action.UPDATE:
+            self.groups_wanted.update(decision.groups_added)
+            if self.live:
+                self.changes.append(decision)
+        if decision.status == "REJECTED" and decision.status_changes and decision.action is Action.UPDATE:
+            self.rejects += 1
+
+    def clear_tally(self) -> None:
+        self.transitions.clear()
+        self.action_counts.clear()
+        self.changes.clear()
+        self.groups_wanted.clear()
+        self.decisions.clear()
+        self.rejects = self.unchanged = self.needs_approval = 0
+
+    @property
+    def evaluated(self) -> int:
+        """Enrollments the policy decided (not skipped, no error)."""
+        return self.action_counts[Action.UPDATE.value] + self.action_counts[Action.NONE.value]
+
+    @property
+    def needed(self) -> int:
+        """Enrollments that need a change."""
+        return self.action_counts[Action.UPDATE.value]
 
     @property
     def failed(self) -> int:
@@ -156,6 +200,8 @@ class RunService:
         stop: threading.Event | None = None,
         on_evaluated: EvaluatedCallback | None = None,
         clock: Clock = time.monotonic,
+        on_finish: Callable[[RunReport], None] | None = None,
+        on_decision: Callable[[Decision], None] | None = None,
     ) -> None:
         self.policy = policy
         self.api = api
@@ -164,6 +210,11 @@ class RunService:
         self.now = (settings.now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
         self.progress = progress or (lambda _stage, _done, _total: None)
         self.stop = stop or threading.Event()
+        self.on_finish = on_finish  # sees every recorded run's report, failed ones included
+        # Each decision as it is decided (streamed output); without it the report keeps them all.
+        self.on_decision = on_decision
+        self._started = time.monotonic()
+        self._version_id = 0
         self._lock_factory = lock_factory
         self._on_evaluated = on_evaluated
         self.crash_point = _CrashHook(settings.crash_at)
@@ -184,8 +235,9 @@ class RunService:
 
     def _run(self, program: str, lock: ProgramLockLike | None) -> RunReport:
         self._lease = _LeaseKeeper(lock, self._clock)
+        self._started = time.monotonic()
         token = lock.fencing_token if lock is not None else None
-        version_id = self.store.save_policy_version(
+        version_id = self._version_id = self.store.save_policy_version(
             program,
             self.policy.name or program,
             self.policy.version,
@@ -196,23 +248,20 @@ class RunService:
         run_id = self.store.start_run(
             program, mode, version_id, self.now, holder=self.settings.holder, fencing_token=token
         )
-        report = RunReport(run_id, program, self.settings.live, [])
+        report = RunReport(run_id, program, self.settings.live)
         try:
             if self.settings.live:
                 # Under the lock no other live run is alive: any still "running" was killed.
                 self.store.interrupt_running_runs(program, except_run_id=run_id, fencing_token=token)
                 report.recovered = self._reconcile(program, run_id, token)
-            report.decisions = self._list_and_evaluate(program)
-            decisions = self._lease.renewing(report.decisions)
-            self.store.add_decisions(run_id, program, decisions, fencing_token=token)
+            with self._list_and_evaluate(program, report) as decided:
+                self._store_decisions(run_id, program, decided, token)
             self.crash_point("after_planning")
             self._find_missing_groups(program, report)
             if self.settings.live:
                 self._apply(run_id, report, token)
             else:
-                report.awaiting_approval = sum(
-                    1 for d in report.decisions if self.policy.requires_approval(d)
-                )
+                report.awaiting_approval = report.needs_approval
             if self.settings.plan:
                 report.plan_id = self.store.create_plan(program, run_id, self.settings.api_url)
         except RunAborted as exc:
@@ -239,48 +288,93 @@ class RunService:
         self, run_id: int, report: RunReport, outcome: str, message: str | None, token: int | None = None
     ) -> None:
         report.outcome, report.message = outcome, message
+        report.duration_s = time.monotonic() - self._started
         counts: dict[str, Any] = {
-            "transitions": dict(Counter(d.transition for d in report.decisions)),
-            "actions": dict(Counter(d.action.value for d in report.decisions)),
+            "transitions": dict(report.transitions),
+            "actions": dict(report.action_counts),
             "changes": dict(report.change_states),
             "recovered": report.recovered,
+            "unchanged": report.unchanged,
         }
         self.store.finish_run(run_id, outcome, counts, message, fencing_token=token)
+        if self.on_finish is not None:
+            self.on_finish(report)
 
     # -- steps ---------------------------------------------------------------------------
 
-    def _list_and_evaluate(self, program: str) -> list[Decision]:
-        """Evaluate each enrollment as the list streams in, keeping only the decisions.
+    def _list_and_evaluate(self, program: str, report: RunReport) -> DecisionSpool:
+        """Evaluate each enrollment as the list streams in; count, stream out and spool it.
 
         Nothing is stored or sent until the whole list has arrived: a malformed or truncated
         answer raises here and the run records no decision. Raw enrollments are dropped as
-        soon as they are evaluated, so memory grows with the (small) decisions only.
+        soon as they are evaluated, and decisions go to a spool on disk (or, without a
+        decision sink, to the report), so memory stays flat however long the list.
         """
-        evaluator = self._evaluator
+        evaluator, sink, version = self._evaluator, self.on_decision, self._version_id
         observe = self._on_evaluated
         # A plan, and a change left for a person, keep what they read, so that one found drifted
         # when it is applied can say which facts moved.
         plan = self.settings.plan
         reviewed = bool(self.policy.approval_statuses or self.policy.approval_rules)
         tracer = Evaluator(self.policy, self.now, trace=True) if plan or reviewed else None
-        decisions = []
-        for raw in self.api.iter_enrollment_dicts(program):
-            self._lease.keep()
-            decision = evaluator.evaluate(raw)
-            traced = tracer is not None and decision.action is Action.UPDATE
-            if traced and (plan or self.policy.requires_approval(decision)):
-                assert tracer is not None
-                decision = tracer.evaluate(raw)
-            decisions.append(decision)
-            if observe is not None:
-                observe(raw, decision)
-            if len(decisions) % 1000 == 0:
-                self.progress("evaluating", len(decisions), 0)
-        self.progress("evaluating", len(decisions), len(decisions))
-        return decisions
+        latest = self.store.latest_digests(program)
+        expected = len(latest)  # the last run's size: an estimate for the ETA
+        spool = DecisionSpool(on_disk=sink is not None)
+        seen = 0
+        try:
+            for raw in self.api.iter_enrollment_dicts(program):
+                self._lease.keep()
+                decision = evaluator.evaluate(raw)
+                if decision.action is Action.UPDATE and reviewed and self.policy.requires_approval(decision):
+                    report.needs_approval += 1
+                traced = tracer is not None and decision.action is Action.UPDATE
+                if traced and (plan or self.policy.requires_approval(decision)):
+                    assert tracer is not None
+                    decision = tracer.evaluate(raw)
+                seen += 1
+                report.tally(decision)
+                if sink is None:
+                    report.decisions.append(decision)
+                else:
+                    sink(decision)
+                if observe is not None:
+                    observe(raw, decision)
+                if self._must_store(decision, latest, version):
+                    spool.append(decision)
+                else:
+                    report.unchanged += 1
+                if seen % 1000 == 0:
+                    self.progress("evaluating", seen, expected if seen < expected else 0)
+        except BaseException:
+            spool.close()
+            report.clear_tally()  # the run decided nothing: a broken list stores no counts either
+            raise
+        self.progress("evaluating", seen, seen)
+        return spool
+
+    def _must_store(self, decision: Decision, latest: Mapping[str, int], version: int) -> bool:
+        """A planned change (live or plan run) always; otherwise only a decision that differs
+        from the enrollment's latest stored one."""
+        if (self.settings.live or self.settings.plan) and decision.action is Action.UPDATE:
+            return True
+        if decision.enrollment_id is None:
+            return True
+        return latest.get(decision.enrollment_id) != decision_digest(decision, version)
+
+    def _store_decisions(self, run_id: int, program: str, decided: DecisionSpool, token: int | None) -> None:
+        total = len(decided)
+
+        def counted() -> Iterator[Decision]:
+            for done, decision in enumerate(decided, start=1):
+                yield decision
+                if done % 5000 == 0:
+                    self.progress("storing", done, total)
+
+        self.store.add_decisions(run_id, program, self._lease.renewing(counted()), fencing_token=token)
+        self.progress("storing", total, total)
 
     def _find_missing_groups(self, program: str, report: RunReport) -> None:
-        wanted = sorted({g for d in report.decisions if d.action is Action.UPDATE for g in d.groups_added})
+        wanted = sorted(report.groups_wanted)
         if not wanted:
             return
         existing = {group.id for group in self.api.list_groups(program)}
@@ -331,7 +425,7 @@ class RunService:
 
     def _apply(self, run_id: int, report: RunReport, token: int | None) -> None:
         planned = self._queue_for_review(report, list(self.store.planned_changes(run_id)), token)
-        decisions = {d.enrollment_id: d for d in report.decisions if d.action is Action.UPDATE}
+        decisions = {d.enrollment_id: d for d in report.changes}
         to_send, held = self._guard_active(planned, decisions)
         for change, reason in held:
             self._lease.keep()
@@ -350,7 +444,7 @@ class RunService:
         program = report.program_id
         queue = sort_for_review(
             self.policy,
-            report.decisions,
+            report.changes,
             self.store.review_queue(program),
             self.store.refused_changes(program),
         )
@@ -408,18 +502,18 @@ class RunService:
         )
         if max_changes is not None and len(to_send) > max_changes:
             reason = f"{len(to_send)} changes planned, more than the limit of {max_changes}"
-        evaluated = [d for d in report.decisions if d.action in (Action.UPDATE, Action.NONE)]
+        evaluated = report.evaluated
         # A rejection that waits for a person is not sent by this run: it does not count.
         rejects = sum(
             1
-            for d in evaluated
+            for d in report.changes
             if d.status == "REJECTED" and d.status_changes and d.enrollment_id not in self._for_review
         )
         if reason is None and limits.max_reject_ratio is not None and evaluated:
-            ratio = rejects / len(evaluated)
+            ratio = rejects / evaluated
             if ratio > limits.max_reject_ratio:
                 reason = (
-                    f"the policy would reject {rejects} of {len(evaluated)} evaluated enrollments "
+                    f"the policy would reject {rejects} of {evaluated} evaluated enrollments "
                     f"({ratio:.0%}), above its max_reject_ratio of {limits.max_reject_ratio:.0%}"
                 )
         if reason is None:

@@ -49,6 +49,7 @@ class RunState:
     fencing_token: int | None
     mode: RunMode
     outcome: RunOutcome
+    policy_version_id: int | None = None
 
     def owner(self, fencing_token: int | None) -> Owner:
         """Whose lease a write for this run needs: the caller's token, else the run's own."""
@@ -65,14 +66,20 @@ class StoreBase:
         self._owns_engine = owns_engine
 
     def _run_state(self, run_id: int) -> RunState:
-        query = select(RunRow.program_id, RunRow.fencing_token, RunRow.mode, RunRow.outcome).where(
-            RunRow.id == run_id
-        )
+        query = select(
+            RunRow.program_id, RunRow.fencing_token, RunRow.mode, RunRow.outcome, RunRow.policy_version_id
+        ).where(RunRow.id == run_id)
         with database_errors("could not read the run"), self._engine.connect() as connection:
             row = connection.execute(query).one_or_none()
         if row is None:
             raise StoreError(f"no run {run_id}")
-        return RunState(row.program_id, row.fencing_token, RunMode(row.mode), RunOutcome(row.outcome))
+        return RunState(
+            row.program_id,
+            row.fencing_token,
+            RunMode(row.mode),
+            RunOutcome(row.outcome),
+            row.policy_version_id,
+        )
 
     def _decision_owners(self, decision_ids: Sequence[int], fencing_token: int | None) -> list[Owner]:
         """The distinct (program, token) pairs the writes on these decisions are fenced by."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, Row, func, select
 
 from engine.errors import StoreError
 from engine.policy.decision import Decision
@@ -57,6 +57,7 @@ class Decisions(StoreBase):
                 live=run.mode in (RunMode.LIVE, RunMode.PLAN),  # a plan's changes wait to be applied
                 updated_at=updated_at,
                 change_keys=change_keys,
+                policy_version_id=run.policy_version_id,
             )
             with database_errors("could not store decisions"), fenced(self._engine, owner) as connection:
                 insert_rows(connection, rows)
@@ -161,6 +162,43 @@ class Decisions(StoreBase):
             .where(DecisionRow.enrollment_id == enrollment_id)
             .order_by(DecisionRow.id)
         )
+
+    def latest_digests(self, program_id: str) -> dict[str, int]:
+        """Each enrollment's latest stored decision digest (``engine.runs.digest``) in a
+        program: what a run compares its decisions with to store only what changed."""
+        latest = (
+            select(func.max(DecisionRow.id).label("id"))
+            .where(DecisionRow.program_id == program_id, DecisionRow.enrollment_id.is_not(None))
+            .group_by(DecisionRow.enrollment_id)
+            .subquery()
+        )
+        query = select(DecisionRow.enrollment_id, DecisionRow.decision_digest).join(
+            latest, DecisionRow.id == latest.c.id
+        )
+        with database_errors("could not read the latest decisions"), self._engine.connect() as connection:
+            return {
+                row.enrollment_id: row.decision_digest
+                for row in connection.execute(query)
+                if row.decision_digest is not None
+            }
+
+    def decision_as_of(self, enrollment_id: str, run_id: int) -> DecisionRecord | None:
+        """What run ``run_id`` decided for an enrollment: the enrollment's latest decision in
+        that run's program stored by that run or an earlier one (a run stores only what
+        changed, so an unchanged enrollment is answered by the row that first decided it)."""
+        program = select(RunRow.program_id).where(RunRow.id == run_id).scalar_subquery()
+        records = self._decision_records(
+            select(DecisionRow, RunRow)
+            .join(RunRow, RunRow.id == DecisionRow.run_id)
+            .where(
+                DecisionRow.enrollment_id == enrollment_id,
+                DecisionRow.program_id == program,
+                DecisionRow.run_id <= run_id,
+            )
+            .order_by(DecisionRow.id.desc())
+            .limit(1)
+        )
+        return records[0] if records else None
 
     def latest_decision(self, enrollment_id: str) -> DecisionRecord | None:
         """The newest decision for one enrollment, of any run, or ``None``."""

@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from engine.errors import StoreError
 from engine.flip.models import EnrollmentStatus
 from engine.policy.decision import Action, Decision
+from engine.runs.digest import decision_digest
 from engine.store.schema import ChangeState, DecisionRow
 from engine.store.storable import storable_parts
 
@@ -114,6 +115,7 @@ ROW_COLUMNS = (
     "error",
     "enrollment_updated_at",
     "facts_fingerprint",
+    "decision_digest",
     "planned_patch",
     "change_key",
     "change_state",
@@ -166,6 +168,7 @@ def decision_rows(
     live: bool,
     updated_at: Any,
     change_keys: Callable[[Decision], str | None] | None,
+    policy_version_id: int | None = None,
 ) -> list[tuple[Any, ...]]:
     """The rows to insert for ``decisions`` (``updated_at`` as the dialect stores it)."""
     rows: list[tuple[Any, ...]] = []
@@ -201,6 +204,7 @@ def decision_rows(
                 decision.error,
                 decision.updated_at,
                 decision.facts_fingerprint,
+                decision_digest(original, policy_version_id) if decision.enrollment_id else None,
                 None if body is None else _json_text(body),
                 key,
                 state,

@@ -1,8 +1,9 @@
 """The decision store's tables, as typed SQLAlchemy 2.0 mappings.
 
 Four tables: ``policy_versions`` (every policy text a run used, by content hash), ``runs``
-(one row per dry or live run), ``decisions`` (one row per enrollment per run; it is also
-the outbox of live runs) and ``program_locks`` (the lease that keeps one run per program).
+(one row per dry or live run), ``decisions`` (a row when an enrollment's decision changed,
+and for every change a live run planned; it is also the outbox of live runs) and
+``program_locks`` (the lease that keeps one run per program).
 
 Personal data (names, email, street address) is never stored: a ``Decision`` does not carry
 it, and no column is made for it. API error locations keep the ``loc``/``path`` only.
@@ -202,6 +203,7 @@ class DecisionRow(Base):
         Index(None, "enrollment_id", "id"),
         Index(None, "run_id"),
         Index(None, "program_id", "change_state"),
+        Index(None, "program_id", "enrollment_id", "id"),  # each enrollment's latest decision
     )
 
     id: Mapped[int] = mapped_column(_BigId, primary_key=True)
@@ -225,6 +227,9 @@ class DecisionRow(Base):
     # The enrollment's own ``updated_at`` exactly as the API sent it (a string, kept verbatim).
     enrollment_updated_at: Mapped[str | None] = mapped_column(String)
     facts_fingerprint: Mapped[str | None] = mapped_column(String)
+    # What the decision says (engine.runs.digest): a run stores a row only when it differs
+    # from the enrollment's latest one (NULL: no enrollment id, so always stored).
+    decision_digest: Mapped[int | None] = mapped_column(BigInteger)
     planned_patch: Mapped[dict[str, Any] | None] = mapped_column(_json(nullable=True))
     change_key: Mapped[str | None] = mapped_column(String)
     change_state: Mapped[str] = mapped_column(String(32))

@@ -19,6 +19,7 @@ import yaml
 from postgres_databases import fresh_postgres_database
 
 from engine.flip.client import ApiSettings, FlipClient, Secret
+from engine.policy.decision import Decision
 from engine.policy.document import Policy, load_policy
 from engine.runs.service import EvaluatedCallback, ProgressCallback, RunService, RunSettings
 from engine.sandbox.generator import CA_EV_PROGRAM, TX_BATTERY_PROGRAM
@@ -167,6 +168,7 @@ class Pipeline:
         progress: ProgressCallback | None = None,
         stop: threading.Event | None = None,
         on_evaluated: EvaluatedCallback | None = None,
+        on_decision: Callable[[Decision], None] | None = None,
         **settings: Any,
     ) -> RunService:
         settings.setdefault("now", NOW)
@@ -185,6 +187,7 @@ class Pipeline:
             progress=record,
             stop=stop,
             on_evaluated=on_evaluated,
+            on_decision=on_decision,
         )
 
     def run(self, policy: Policy, **kwargs: Any) -> Any:

@@ -24,6 +24,7 @@ from engine.errors import LockHeldError, StoreError
 from engine.flip.models import EnrollmentPatch, Group
 from engine.policy.decision import Action, Decision
 from engine.policy.document import Policy
+from engine.runs.digest import decision_digest
 from engine.runs.ports import Outcome
 from engine.runs.service import RunService, RunSettings
 
@@ -413,6 +414,14 @@ class FakeStore:
 
     def create_plan(self, program_id: str, run_id: int, api_url: str) -> int:
         return run_id
+
+    def latest_digests(self, program_id: str) -> dict[str, int]:
+        latest: dict[str, int] = {}
+        for change in self.changes.values():  # in the order they were stored
+            if change.program_id == program_id and change.enrollment_id:
+                version = self.runs[change.run_id].policy_version_id
+                latest[change.enrollment_id] = decision_digest(change.decision, version)
+        return latest
 
     def planned_changes(self, run_id: int) -> list[ChangeView]:
         self.world.log("planned_changes", str(run_id))
