@@ -15,6 +15,7 @@ from typing import Any
 
 from engine.errors import InputError
 from engine.flip.client import ApiSettings, FlipClient
+from engine.policy.decision import Decision
 from engine.policy.document import Policy, load_policy_text
 from engine.policy.explain import Explanation, explain
 from engine.runs.apply import ReviewApplier, plan_document
@@ -92,6 +93,7 @@ def run_policy(
     stop: threading.Event | None = None,
     on_evaluated: EvaluatedCallback | None = None,
     on_finish: Callable[[RunReport], None] | None = None,
+    on_decision: Callable[[Decision], None] | None = None,
 ) -> RunReport:
     """One run with the real client and store; ``on_finish`` sees its report even when it fails."""
     with open_client(config) as client, open_store(config) as store:
@@ -100,7 +102,7 @@ def run_policy(
         settings = replace(settings, api_url=client.settings.base_url)
         service = RunService(
             policy, client, store, settings, lock_factory=lock_factory, progress=progress, stop=stop,
-            on_evaluated=on_evaluated, on_finish=on_finish,
+            on_evaluated=on_evaluated, on_finish=on_finish, on_decision=on_decision,
         )  # fmt: skip
         return service.run(program_id)
 

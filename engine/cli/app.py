@@ -8,17 +8,8 @@ from collections.abc import Callable, Sequence
 
 from engine.cli import compare_cmds, policy_cmds, review_cmds, run_cmds, sandbox_cmds, store_cmds
 from engine.cli.options import Commands
-from engine.cli.shared import (
-    EXIT_ABORTED,
-    EXIT_AUTH,
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_LOCKED,
-    EXIT_OK,
-    EXIT_SERVICE,
-    EXIT_USAGE,
-    err,
-)
+from engine.cli.shared import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, environ, err
+from engine.cli.watch import configure_output, report_error
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -50,7 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")  # odd data must never crash the output
     parser = build_parser()
     args = parser.parse_args(argv)
-    _configure_logging()
+    refused = _configure_logging(args)
+    if refused is not None:
+        return refused
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
@@ -77,28 +70,8 @@ def _run_handler(handler: Handler, args: argparse.Namespace) -> int:
 
     try:
         return handler(args)
-    except errors.PolicyError as exc:
-        for problem in exc.problems:
-            err(str(problem))
-        return EXIT_FAILED
-    except errors.InputError as exc:
-        err(f"error: {exc}")
-        return EXIT_USAGE
-    except errors.ApiAuthError as exc:
-        err(f"error: the Flip API refused the key: {exc}")
-        return EXIT_AUTH
-    except errors.LockHeldError as exc:
-        err(f"error: {exc}")
-        return EXIT_LOCKED
-    except errors.RunAborted as exc:
-        err(f"error: nothing was applied: {exc}")
-        return EXIT_ABORTED
-    except (errors.ApiError, errors.StoreError) as exc:
-        err(f"error: {exc}")
-        return EXIT_SERVICE
     except errors.AutoapproveError as exc:
-        err(f"error: {exc}")
-        return EXIT_FAILED
+        return report_error(exc)
     except KeyboardInterrupt:
         err("interrupted")
         return EXIT_INTERRUPTED
@@ -106,9 +79,14 @@ def _run_handler(handler: Handler, args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
-def _configure_logging() -> None:
-    """Warnings (retries, waits) as plain lines on stderr; the library never configures logging."""
-    import logging
+def _configure_logging(args: argparse.Namespace) -> int | None:
+    """Log lines as ``--log-format`` or ``AUTOAPPROVE_LOG_FORMAT`` say (text by default);
+    the library never configures logging. A usage error's exit code if the setting is bad."""
+    from engine.errors import InputError
 
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        configure_output(args, environ())
+    except InputError as exc:
+        err(f"error: {exc}")
+        return EXIT_USAGE
+    return None

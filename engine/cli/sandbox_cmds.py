@@ -18,13 +18,13 @@ from engine.cli.options import (
 from engine.cli.shared import (
     DEFAULT_RULES_DIR,
     EXIT_OK,
-    Progress,
     environ,
     err,
     out,
     policy_files,
     render_decisions,
 )
+from engine.cli.watch import progress_for
 
 
 def add_sandbox(commands: Commands) -> None:
@@ -122,10 +122,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         db_url = args.db or env.get("AUTOAPPROVE_DB") or f"sqlite:///{scratch}/demo.db"
         app = AppConfig(environ=env, db_url=db_url)
         err(f"simulator on {info.base_url} with {args.enrollments} enrollments of {policy.program_id}")
-        report = run_policy(policy, app, RunSettings(now=args.now), progress=Progress())
+        report = run_policy(policy, app, RunSettings(now=args.now), progress=progress_for(None, bars=True))
         out(render_decisions(report.decisions, policy, args.format))
         if args.live:
-            live = run_policy(policy, app, RunSettings(live=True, now=args.now), progress=Progress())
+            settings = RunSettings(live=True, now=args.now)
+            live = run_policy(policy, app, settings, progress=progress_for(None, bars=True))
             err(render_run_footer(live))
         else:
             err(render_run_footer(report))

@@ -41,7 +41,22 @@ def out(text: str) -> None:
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
+_STDERR = {"json": False}  # set once by the entry point (``watch.configure_output``)
+
+
+def set_stderr_json(on: bool) -> None:
+    _STDERR["json"] = on
+
+
+def stderr_is_json() -> bool:
+    return _STDERR["json"]
+
+
 def err(text: str) -> None:
+    """A line for people on stderr; with JSON logs, a ``message`` event instead."""
+    if _STDERR["json"]:
+        event("message", text.rstrip("\n"))
+        return
     sys.stderr.write(text if text.endswith("\n") else text + "\n")
 
 
@@ -57,6 +72,15 @@ def write_output(path: Path | None, text: str) -> None:
     except OSError as exc:
         raise InputError(f"{path}: cannot write the output: {exc.strerror or exc}") from exc
     err(f"wrote {path}")
+
+
+def event(name: str, message: str | None = None, *, level: int = 20, **fields: Any) -> None:
+    """A structured event on the ``autoapprove`` logger (JSON logs show INFO and up)."""
+    import logging
+
+    from engine.observe.logs import log_event
+
+    log_event(logging.getLogger("autoapprove.cli"), name, message, level=level, **fields)
 
 
 def utc_now() -> datetime:
@@ -96,29 +120,6 @@ def app_config(args: argparse.Namespace) -> Any:
         api_overrides=overrides,
         lock_ttl_s=getattr(args, "lock_ttl", 300.0),
     )
-
-
-class Progress:
-    """A progress bar on a terminal; plain log lines every 10% otherwise."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.last: tuple[str, int] = ("", -1)
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if total <= 0:
-            if self.tty:
-                sys.stderr.write(f"\r{stage}: {done}")
-            return
-        percent = done * 100 // total
-        if self.tty:
-            bar = "#" * (percent // 4)
-            sys.stderr.write(f"\r{stage:<11} [{bar:<25}] {done}/{total}")
-            if done == total:
-                sys.stderr.write("\n")
-        elif (stage, percent // 10) != self.last:
-            self.last = (stage, percent // 10)
-            err(f"{stage}: {done}/{total} ({percent}%)")
 
 
 def render_decisions(

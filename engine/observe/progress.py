@@ -96,18 +96,19 @@ class PeriodicProgress:
         """Nothing is buffered; here for the same interface as :class:`BarProgress`."""
 
 
-def line_writer(stream: TextIO) -> Callable[[ProgressSnapshot], None]:
-    """Plain lines on ``stream`` (a log file, a pipe)."""
+def line_writer(stream: TextIO, prefix: str = "") -> Callable[[ProgressSnapshot], None]:
+    """Plain lines on ``stream`` (a log file, a pipe), each after ``prefix`` (a program id)."""
 
     def write(snapshot: ProgressSnapshot) -> None:
-        stream.write(snapshot.line() + "\n")
+        stream.write(prefix + snapshot.line() + "\n")
         stream.flush()
 
     return write
 
 
-def progress_events(logger: logging.Logger) -> Callable[[ProgressSnapshot], None]:
-    """``progress`` events with stage, done, total, rate and ETA as fields (JSON logs)."""
+def progress_events(logger: logging.Logger, **context: Any) -> Callable[[ProgressSnapshot], None]:
+    """``progress`` events with stage, done, total, rate and ETA as fields (JSON logs),
+    plus ``context`` (the program id)."""
 
     def write(snapshot: ProgressSnapshot) -> None:
         eta = snapshot.eta_s
@@ -122,6 +123,7 @@ def progress_events(logger: logging.Logger) -> Callable[[ProgressSnapshot], None
             rate_per_s=round(snapshot.rate, 1),
             eta_s=None if eta is None else round(eta, 1),
             elapsed_s=round(snapshot.elapsed_s, 3),
+            **context,
         )
 
     return write
@@ -130,8 +132,9 @@ def progress_events(logger: logging.Logger) -> Callable[[ProgressSnapshot], None
 class BarProgress:
     """A tqdm bar per stage on a terminal: count, rate and (when the total is known) ETA."""
 
-    def __init__(self, stream: TextIO, *, mininterval_s: float = 0.2) -> None:
+    def __init__(self, stream: TextIO, *, label: str = "", mininterval_s: float = 0.2) -> None:
         self.stream = stream
+        self.label = label
         self.mininterval_s = mininterval_s
         self.stage: str | None = None
         self.bar: tqdm[Any] | None = None
@@ -142,7 +145,7 @@ class BarProgress:
             self.close()
             self.stage = stage
             bar = self.bar = tqdm(
-                desc=f"{stage:<10}",
+                desc=f"{self.label}{stage:<10}",
                 total=total or None,
                 unit=f" {_unit(stage)}",
                 file=self.stream,

@@ -21,7 +21,7 @@ __all__ = ["CsvWriter", "DecisionWriter", "JsonWriter", "TableWriter", "decision
 
 
 class DecisionWriter(Protocol):
-    def write(self, decision: Decision) -> None: ...
+    def write(self, decision: Decision, program: str | None = None) -> None: ...
 
     def close(self) -> None: ...
 
@@ -33,8 +33,11 @@ class JsonWriter:
         self.stream = stream
         self.count = 0
 
-    def write(self, decision: Decision) -> None:
-        text = json.dumps(decision_record(decision), indent=2).replace("\n", "\n  ")
+    def write(self, decision: Decision, program: str | None = None) -> None:
+        record = decision_record(decision)
+        if program is not None:  # a folder's programs in one array
+            record = {"program_id": program, **record}
+        text = json.dumps(record, indent=2).replace("\n", "\n  ")
         self.stream.write(("[\n  " if self.count == 0 else ",\n  ") + text)
         self.count += 1
 
@@ -46,9 +49,11 @@ class JsonWriter:
 class CsvWriter:
     """A header, then one row per decision (list fields joined with ``;``)."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, *, program_column: bool = False) -> None:
         self.stream = stream
-        self.writer = csv.DictWriter(stream, fieldnames=[*DECISION_KEYS, "transition"], lineterminator="\n")
+        fields = [*(["program_id"] if program_column else []), *DECISION_KEYS, "transition"]
+        self.writer = csv.DictWriter(stream, fieldnames=fields, lineterminator="\n")
+        self.program_column = program_column
         self.started = False
 
     def _start(self) -> None:
@@ -56,9 +61,10 @@ class CsvWriter:
             self.writer.writeheader()
             self.started = True
 
-    def write(self, decision: Decision) -> None:
+    def write(self, decision: Decision, program: str | None = None) -> None:
         self._start()
-        self.writer.writerow(csv_row(decision))
+        row = csv_row(decision)
+        self.writer.writerow({"program_id": program, **row} if self.program_column else row)
 
     def close(self) -> None:
         self._start()
@@ -73,9 +79,12 @@ _WIDTHS = (36, 24, 26, 28)
 class TableWriter:
     """What would change and why, a row as each decision comes, then the summary."""
 
-    def __init__(self, stream: TextIO, header: str, *, show_unchanged: bool = False) -> None:
+    def __init__(
+        self, stream: TextIO, header: str, *, show_unchanged: bool = False, rows: bool = True
+    ) -> None:
         self.stream = stream
         self.show_unchanged = show_unchanged
+        self.list_rows = rows  # False: the summary only
         self.header = header
         self.transitions: Counter[str] = Counter()
         self.rows = 0
@@ -85,15 +94,18 @@ class TableWriter:
         if not self.started:
             self.started = True
             self.stream.write(self.header + "\n")
-            self._line(("ENROLLMENT", "CHANGE", "RULE", "GROUPS", "REASON / ERROR"))
+            if self.list_rows:
+                self._line(("ENROLLMENT", "CHANGE", "RULE", "GROUPS", "REASON / ERROR"))
 
     def _line(self, cells: tuple[str, ...]) -> None:
         fixed = [_clip(cell, width).ljust(width) for cell, width in zip(cells, _WIDTHS, strict=False)]
         self.stream.write("  ".join([*fixed, _clip(cells[-1], 70)]).rstrip() + "\n")
 
-    def write(self, decision: Decision) -> None:
+    def write(self, decision: Decision, program: str | None = None) -> None:
         self._start()
         self.transitions[decision.transition] += 1
+        if not self.list_rows:
+            return
         if decision.action is Action.SKIP or (decision.action is Action.NONE and not self.show_unchanged):
             return
         groups = " ".join(
@@ -106,7 +118,7 @@ class TableWriter:
 
     def close(self) -> None:
         self._start()
-        if not self.rows:
+        if not self.rows and self.list_rows:
             self.stream.write("(no enrollment needs a change)\n")
         self.stream.write("\n" + "\n".join(summary_lines(self.transitions)) + "\n")
         self.stream.flush()
@@ -116,9 +128,11 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def decision_writer(fmt: str, stream: TextIO, header: str, *, show_unchanged: bool = False) -> DecisionWriter:
+def decision_writer(
+    fmt: str, stream: TextIO, header: str, *, show_unchanged: bool = False, program_column: bool = False
+) -> DecisionWriter:
     if fmt == "json":
         return JsonWriter(stream)
     if fmt == "csv":
-        return CsvWriter(stream)
+        return CsvWriter(stream, program_column=program_column)
     return TableWriter(stream, header, show_unchanged=show_unchanged)
