@@ -21,7 +21,6 @@ from engine.cli.shared import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
-    Progress,
     app_config,
     err,
     out,
@@ -29,6 +28,7 @@ from engine.cli.shared import (
     utc_now,
     write_output,
 )
+from engine.cli.watch import progress_for
 
 if TYPE_CHECKING:
     from engine.policy.decision import Decision
@@ -155,7 +155,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     now = args.now or utc_now()  # fixed here: the report's explanations use the run's own now
     explained = _explained(args.format, policy, now)
     report = run_policy(policy, config, RunSettings(plan=True, now=now), program_id=args.program,
-                        progress=Progress(), on_evaluated=explained)  # fmt: skip
+                        progress=progress_for(None, bars=True), on_evaluated=explained)  # fmt: skip
     plan_id = report.plan_id or 0
     document = plan_document_of(config, plan_id)
     footer = render_run_footer(report)
@@ -218,7 +218,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
     target = parse_plan_argument(args.plan)
     max_age = timedelta(seconds=args.max_age)
     by = args.by or _os_user()
-    with review_applier(app_config(args), _send_settings(args), progress=Progress()) as applier:
+    with review_applier(
+        app_config(args), _send_settings(args), progress=progress_for(None, bars=True)
+    ) as applier:
         document = applier.check_plan(target, max_age=max_age, program_id=args.program)
         summary = render_plan_summary(document)
         if not args.yes and not _ask(
@@ -254,7 +256,9 @@ def cmd_review_approve(args: argparse.Namespace) -> int:
 
     if bool(args.ids) == bool(args.all):
         raise _input_error("review approve needs change ids or --all (not both)")
-    with review_applier(app_config(args), _send_settings(args), progress=Progress()) as applier:
+    with review_applier(
+        app_config(args), _send_settings(args), progress=progress_for(None, bars=True)
+    ) as applier:
         records = applier.waiting_for(args.ids or None, args.program)
         if not records:
             err("no change is waiting for approval")
