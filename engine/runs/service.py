@@ -185,6 +185,11 @@ class _CrashHook:
                 os._exit(137)
 
 
+def crash_checkpoint(spec: str | None) -> Callable[[str], None]:
+    """The crash-test hook for other long commands (``db prune``): hard exit at a named step."""
+    return _CrashHook(spec)
+
+
 class RunService:
     """Runs one policy against one program through an API and a store (both injected)."""
 
