@@ -46,7 +46,8 @@ def add_plan(commands: Commands) -> None:
         description="List and evaluate the program's enrollments like a dry run, preview the "
         "decisions and save the changes as a plan in the store (apply it with: autoapprove apply ID).",
     )
-    cmd.add_argument("--rules", type=Path, required=True, metavar="POLICY", help="the policy file")
+    cmd.add_argument("--rules", type=Path, required=True, metavar="POLICY|DIR",
+                     help="the policy file, or a folder of them (one plan per program)")  # fmt: skip
     cmd.add_argument("--program", metavar="P", help="program id (default: the policy's program_id)")
     cmd.add_argument("--out", type=Path, metavar="FILE", help="also write the plan as a JSON file")
     cmd.add_argument(
@@ -140,17 +141,34 @@ def _add_send_options(cmd: argparse.ArgumentParser) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from engine.bootstrap import plan_document_of, run_policy
-    from engine.policy.document import load_policy
-    from engine.render.text import render_run_footer
-    from engine.runs.service import RunSettings
+    from engine.cli.program_runs import load_jobs
+    from engine.cli.watch import most_severe, report_error
+    from engine.runs.batch import run_programs
 
+    folder = args.rules.is_dir()
+    if folder and (args.out is not None or args.report is not None):
+        raise _input_error("--out and --report write one plan: give a policy file, not a folder")
     if args.out is not None and args.out.suffix.lower() in (".html", ".htm"):
         raise _input_error(
             f"--out {args.out}: --out is the plan's JSON file; write the HTML report with "
             "--format html --report FILE (or on stdout)"
         )
-    policy = load_policy(args.rules)
+    jobs = load_jobs(args)  # a folder: one plan per program, duplicates refused up front
+    results = run_programs(jobs, lambda job: _plan_one(args, job.policy))
+    codes = [
+        EXIT_OK
+        if r.error is None
+        else report_error(r.error, **({"program": r.job.program_id} if folder else {}))
+        for r in results
+    ]
+    return most_severe(codes)
+
+
+def _plan_one(args: argparse.Namespace, policy: Any) -> Any:
+    from engine.bootstrap import plan_document_of, run_policy
+    from engine.render.text import render_run_footer
+    from engine.runs.service import RunSettings
+
     config = app_config(args)
     now = args.now or utc_now()  # fixed here: the report's explanations use the run's own now
     explained = _explained(args.format, policy, now)
@@ -175,7 +193,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         )
     saved = f"Plan {plan_id} saved; apply it with: autoapprove apply {plan_id}"
     (out if args.format == "table" and args.report is None else err)(saved)
-    return EXIT_OK
+    return report
 
 
 def _explained(fmt: str, policy: Policy, now: datetime) -> ExplainedDecisions | None:

@@ -156,3 +156,14 @@ def test_a_folder_streams_one_document_with_the_program_of_each_decision(
         assert header.startswith("program_id,enrollment_id")
         programs = {row.split(",", 1)[0] for row in rows}
     assert programs == PROGRAMS
+
+
+def test_plan_takes_a_folder_one_plan_per_program(simulator: Simulator, tmp_path: Path, rules: Path) -> None:
+    result = run_cli(
+        ["plan", "--rules", str(rules), "--now", NOW_ARG],
+        env=cli_env(simulator, f"sqlite:///{tmp_path / 'store.db'}"),
+        timeout=120,
+    )
+    assert result.code == 0, result.stderr
+    assert result.stdout.count("saved; apply it with: autoapprove apply") == 2
+    assert simulator.request_counts().get("PATCH", 0) == 0

@@ -1,0 +1,54 @@
+"""Child processes of bench_scale.py, one role each, so every measurement has its own process
+(its peak RSS is its own).
+
+python bench/_scale_children.py run URL DB FORMAT [PROFILE_OUT]   # one dry run, decisions streamed
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from _e2e_children import KEY, NOW, POLICY
+
+
+def run(url: str, db: str, fmt: str, profile_out: str | None) -> None:
+    started = time.perf_counter()
+    from engine.bootstrap import AppConfig, run_policy
+    from engine.policy.document import load_policy
+    from engine.render.stream import decision_writer
+    from engine.runs.service import RunSettings
+
+    policy = load_policy(POLICY)
+    config = AppConfig(environ={"FLIP_API_URL": url, "FLIP_API_KEY": KEY}, db_url=db)
+    ready = time.perf_counter()
+    with open("/dev/null", "w", encoding="utf-8") as sink:
+        writer = decision_writer(fmt, sink, "bench")
+        profiler = None
+        if profile_out:
+            from pyinstrument import Profiler
+
+            profiler = Profiler(interval=0.001)
+            profiler.start()
+        report = run_policy(policy, config, RunSettings(now=NOW), on_decision=writer.write)
+        writer.close()
+        if profiler is not None:
+            profiler.stop()
+            Path(profile_out or "").write_text(
+                profiler.output_text(unicode=False, color=False), encoding="utf-8"
+            )
+    done = time.perf_counter()
+    print(json.dumps({
+        "run_seconds": done - ready,
+        "startup_seconds": ready - started,
+        "enrollments": sum(report.action_counts.values()),
+        "unchanged": report.unchanged,
+        "needed": report.needed,
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    run(args[1], args[2], args[3], args[4] if len(args) > 4 else None)
