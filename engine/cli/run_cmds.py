@@ -17,7 +17,7 @@ from engine.cli.options import (
     positive_float,
     positive_int,
 )
-from engine.cli.shared import EXIT_OK, environ, render_decisions, utc_now
+from engine.cli.shared import EXIT_OK, environ, render_decisions, utc_now, write_output
 from engine.cli.watch import add_watch_options
 
 if TYPE_CHECKING:
