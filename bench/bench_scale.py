@@ -34,15 +34,17 @@ def scale_run(
 ) -> tuple[dict[str, Any], float]:
     """One dry run in a fresh process: its JSON result and peak RSS in MB."""
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, SCALE_CHILD, "run", url, db, fmt, *([profile] if profile else [])],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    output = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    if status != 0:
-        raise SystemExit(f"run failed with status {status}")
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(
+            [sys.executable, SCALE_CHILD, "run", url, db, fmt, *([profile] if profile else [])],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=errors,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        output = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        if status != 0:
+            errors.seek(0)
+            raise SystemExit(f"run failed with status {status}: {errors.read().decode()[-2000:]}")
     result = json.loads(output.decode().strip().splitlines()[-1])
     result["wall"] = time.perf_counter() - start
     return result, usage.ru_maxrss / 1024
