@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from engine.policy.document import Policy
     from engine.render.stream import DecisionWriter
     from engine.runs.batch import ProgramJob, ProgramResult
-    from engine.runs.service import RunReport
+    from engine.runs.report import RunReport
 
 
 def load_jobs(args: argparse.Namespace) -> list[ProgramJob]:

@@ -29,6 +29,7 @@ from engine.policy.document import Policy
 from engine.policy.evaluator import Evaluator
 from engine.runs.digest import decision_digest
 from engine.runs.ports import DecisionStore, FlipApi, Outcome, PlannedChangeLike, ProgramLockLike
+from engine.runs.report import HeldChange, RunReport
 from engine.runs.review import sort_for_review
 from engine.runs.spool import DecisionSpool
 
@@ -60,80 +61,6 @@ class RunSettings:
     crash_at: str | None = None  # test hook: hard exit at a named step ("in_flight", "in_flight:3")
     plan: bool = False  # save the changes as a plan (``autoapprove plan``); sends nothing
     api_url: str = ""  # where the API is: recorded with a plan, checked when it is applied
-
-
-@dataclass(frozen=True)
-class HeldChange:
-    """A planned move out of ACTIVE that the policy's ``allow_leaving_active`` kept back."""
-
-    enrollment_id: str
-    status: str | None
-
-
-@dataclass
-class RunReport:
-    """What a run did, for the preview and the exit code.
-
-    It keeps counts, and the decisions a live run must apply (``changes``); ``decisions``
-    holds every decision only when the run was given no decision sink (small runs, tests).
-    """
-
-    run_id: int
-    program_id: str
-    live: bool
-    decisions: list[Decision] = field(default_factory=list)
-    outcome: str = "completed"
-    message: str | None = None
-    change_states: Counter[str] = field(default_factory=Counter)
-    missing_groups: list[str] = field(default_factory=list)
-    created_groups: list[str] = field(default_factory=list)
-    recovered: int = 0
-    held: list[HeldChange] = field(default_factory=list)  # moves out of ACTIVE the policy does not allow
-    awaiting_approval: int = 0  # changes waiting in the review queue after this run
-    plan_id: int | None = None  # the plan a ``plan`` run saved
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    duration_s: float = 0.0
-    transitions: Counter[str] = field(default_factory=Counter)
-    action_counts: Counter[str] = field(default_factory=Counter)
-    changes: list[Decision] = field(default_factory=list)  # UPDATE decisions of a live run
-    groups_wanted: set[str] = field(default_factory=set)  # groups the changes add
-    rejects: int = 0  # evaluated enrollments the policy would move to REJECTED
-    unchanged: int = 0  # decided as their latest stored decision: no new row
-    needs_approval: int = 0  # changes the policy wants a person to confirm
-
-    def tally(self, decision: Decision) -> None:
-        """Count one decision; keep it when a live run must apply it."""
-        self.transitions[decision.transition] += 1
-        self.action_counts[decision.action.value] += 1
-        if decision.action is Action.UPDATE:
-            self.groups_wanted.update(decision.groups_added)
-            if self.live:
-                self.changes.append(decision)
-        if decision.status == "REJECTED" and decision.status_changes and decision.action is Action.UPDATE:
-            self.rejects += 1
-
-    def clear_tally(self) -> None:
-        self.transitions.clear()
-        self.action_counts.clear()
-        self.changes.clear()
-        self.groups_wanted.clear()
-        self.decisions.clear()
-        self.rejects = self.unchanged = self.needs_approval = 0
-
-    @property
-    def evaluated(self) -> int:
-        """Enrollments the policy decided (not skipped, no error)."""
-        return self.action_counts[Action.UPDATE.value] + self.action_counts[Action.NONE.value]
-
-    @property
-    def needed(self) -> int:
-        """Enrollments that need a change."""
-        return self.action_counts[Action.UPDATE.value]
-
-    @property
-    def failed(self) -> int:
-        states = self.change_states
-        return states["failed_retryable"] + states["failed_permanent"] + states["deferred"]
 
 
 class _LeaseKeeper:

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from engine.errors import ApiError, RunAborted
 from engine.policy.decision import Action, Decision
 from engine.policy.document import Policy
-from engine.runs.service import RunReport
+from engine.runs.report import RunReport
 from engine.sandbox.generator import TX_BATTERY_PROGRAM
 from engine.sandbox.simulator import Simulator
 from engine.store import Store

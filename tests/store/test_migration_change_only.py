@@ -1,4 +1,4 @@
-"""Migration 0003 (change-only decisions) on a store made by the release before change-only storage (the fixture
+"""Migration 0003 (change-only decisions) on a store made by the release before it (the fixture
 ``data/release_0001_store.json``, dumped from real runs of that release): every answer of
 "what did run N decide for X" stays the same, every recorded change stays, and the rows of
 unchanged streaks go."""

@@ -13,7 +13,7 @@ from engine.errors import ApiAuthError, ApiError, ApiRetryableError, LockHeldErr
 from engine.policy.document import Policy, load_policy_text
 from engine.policy.evaluator import Evaluator
 from engine.render.text import render_run_footer
-from engine.runs.service import HeldChange
+from engine.runs.report import HeldChange
 
 from .fakes import Fakes
 
