@@ -196,9 +196,10 @@ def main() -> None:
     parser.add_argument("--only", default="growth,steady,memory,big,profile")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--big", type=int, default=300_000)
+    parser.add_argument("--no-sqlite", action="store_true", help="with --postgres: PostgreSQL only")
     args = parser.parse_args()
     only = set(args.only.split(","))
-    backends: dict[str, str | None] = {"sqlite": None}
+    backends: dict[str, str | None] = {} if args.no_sqlite and args.postgres else {"sqlite": None}
     if args.postgres:
         backends["postgres"] = args.postgres
     print(f"machine: {machine_line()}; load average {os.getloadavg()[0]:.1f}")
