@@ -581,8 +581,11 @@ def test_the_stored_counts_and_the_progress_of_a_live_run() -> None:
         "actions": {"update": 3, "skip": 1},
         "changes": {"applied": 3},
         "recovered": 0,
+        "unchanged": 0,  # a first run: every decision is new
     }
-    assert progress == [("evaluating", 4, 4), ("applying", 1, 3), ("applying", 2, 3), ("applying", 3, 3)]
+    assert progress == [
+        ("evaluating", 4, 4), ("storing", 4, 4), ("applying", 1, 3), ("applying", 2, 3), ("applying", 3, 3),
+    ]  # fmt: skip
     assert fakes.store.runs[report.run_id].message is None
     assert [c.attempts for c in fakes.store.changes.values() if c.change_state == "applied"] == [1, 1, 1]
 
