@@ -138,8 +138,11 @@ class BarProgress:
         self.mininterval_s = mininterval_s
         self.stage: str | None = None
         self.bar: tqdm[Any] | None = None
+        self.finished: tuple[str, int] | None = None
 
     def __call__(self, stage: str, done: int, total: int) -> None:
+        if (stage, done) == self.finished:
+            return  # the same end reported twice: the bar is already closed
         bar = self.bar
         if stage != self.stage or bar is None:
             self.close()
@@ -162,6 +165,7 @@ class BarProgress:
             bar.refresh()
         if total and done >= total:
             self.close()
+            self.finished = (stage, done)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -299,7 +299,7 @@ class RunService:
         def counted() -> Iterator[Decision]:
             for done, decision in enumerate(decided, start=1):
                 yield decision
-                if done % 5000 == 0:
+                if done % 5000 == 0 and done < total:  # the last one is reported below
                     self.progress("storing", done, total)
 
         self.store.add_decisions(run_id, program, self._lease.renewing(counted()), fencing_token=token)

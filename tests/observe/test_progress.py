@@ -112,3 +112,12 @@ def test_bar_without_a_total_counts_and_takes_a_late_estimate() -> None:
     bar("listing", 60, 120)
     assert "60/120" in out.getvalue()
     bar.close()
+
+
+def test_a_stage_reported_finished_twice_draws_one_bar() -> None:
+    out = io.StringIO()
+    bar = BarProgress(out, mininterval_s=0)
+    bar("storing", 10, 10)
+    bar("storing", 10, 10)
+    bar.close()
+    assert out.getvalue().count("\n") == 1  # one bar (each bar ends its line once)
