@@ -93,8 +93,8 @@ def decisions_page(
 DECISION_COLUMNS: tuple[Column, ...] = (
     Column("enrollment_id", "Enrollment", width="24.5em", mono=True),  # a whole UUID
     Column("action", "Action", filter=True, badge=True, width="6.5em"),
-    Column("current_status", "Current", filter=True, badge=True, width="10em"),
-    Column("status", "New status", filter=True, badge=True, width="10em"),
+    Column("current_status", "Current", filter=True, badge=True, width="11.5em"),
+    Column("status", "New status", filter=True, badge=True, width="11.5em"),
     Column("rule_id", "Rule", filter=True, width="minmax(10em, 1.1fr)", mono=True),
     Column("groups", "Groups", width="minmax(7em, 0.8fr)", mono=True),
     Column("reason", "Reason / error", width="minmax(14em, 3fr)"),
