@@ -277,3 +277,25 @@ def test_warnings_from_attributes_and_totals(builder: FactsBuilder) -> None:
 def test_lookup(path: str, expected: Any) -> None:
     facts = {"site": {"zip_code": "77002"}, "devices": [{"type": "BATTERY"}]}
     assert lookup(facts, path) == expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "expected"),
+    [
+        ("int", "2.0", 2),
+        ("integer", "7", 7),
+        ("int", "1.5", None),
+        ("number", "2.0", 2.0),
+        ("number", "1e3", 1000),
+        ("number", 2**53, 2**53),
+        ("number", -(2**53), -(2**53)),
+        ("number", 2**53 + 1, None),
+        ("number", "1e16", None),
+    ],
+)
+def test_number_conversions_keep_their_kind(kind: str, value: object, expected: object) -> None:
+    from engine.policy.facts import convert_attribute
+
+    converted = convert_attribute(kind, value)
+    assert converted == expected
+    assert type(converted) is type(expected)

@@ -91,3 +91,16 @@ def test_a_read_that_cannot_be_seen_statically_builds_everything(when: str) -> N
 
 def test_a_numeric_var_is_a_top_level_key() -> None:
     assert plan_of('{"==": [{"var": 1}, "TX"]}') == narrow(top_keys=("1",))
+
+
+def test_device_fields_are_top_level_names_or_whole_attribute_paths() -> None:
+    when = (
+        '{"some": [{"var": "devices"}, {"and": [{"==": [{"var": "manufacturer.name"}, "X"]},'
+        ' {">": [{"var": "attributes.battery_capacity_wh"}, 1]}]}]}'
+    )
+    assert plan_of(when).device_fields == ("manufacturer", "attributes.battery_capacity_wh")
+
+
+def test_reading_a_whole_device_builds_whole_devices() -> None:
+    plan = plan_of('{"some": [{"var": "devices"}, {"!!": [{"var": ""}]}]}')
+    assert (plan.full, plan.device_whole, plan.device_fields) == (False, True, ())
