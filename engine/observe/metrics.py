@@ -15,16 +15,18 @@ from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
 from engine.errors import InputError
 from engine.policy.decision import Action
-from engine.runs.summary import NOT_STARTED_OUTCOMES, RunSummary
+from engine.runs.states import ChangeState, NotStarted, RunOutcome
+from engine.runs.summary import RunSummary
 
 __all__ = ["OUTCOMES", "build_registry", "check_metrics_path", "write_metrics"]
 
 # Every outcome gets a series (1 for the last run's, 0 for the others), so an alert on
 # ``autoapprove_last_run_outcome{outcome="failed"} == 1`` never meets an absent series.
-OUTCOMES = ("completed", "failed", "aborted", "interrupted", *NOT_STARTED_OUTCOMES)
+OUTCOMES = (*(outcome for outcome in RunOutcome if outcome != RunOutcome.RUNNING), *NotStarted)
 # Change states every live run can end in; others (planned, in flight) appear when present.
 REPORTED_CHANGE_STATES = (
-    "applied", "recovered", "superseded", "held", "deferred", "failed_retryable", "failed_permanent",
+    ChangeState.APPLIED, ChangeState.RECOVERED, ChangeState.SUPERSEDED, ChangeState.HELD,
+    ChangeState.DEFERRED, ChangeState.FAILED_RETRYABLE, ChangeState.FAILED_PERMANENT,
 )  # fmt: skip
 
 

@@ -24,6 +24,7 @@ import httpx
 
 from engine.errors import InputError
 from engine.observe.logs import log_event
+from engine.runs.states import ChangeState, NotStarted, RunOutcome
 from engine.runs.summary import RunSummary
 
 __all__ = [
@@ -38,8 +39,11 @@ __all__ = [
 _log = logging.getLogger("autoapprove.notify")
 
 # Change states that need a person: kept back by a limit, failed, or waiting for approval.
-ATTENTION_STATES = ("held", "failed_retryable", "failed_permanent", "deferred", "awaiting_approval")
-ATTENTION_OUTCOMES = ("failed", "aborted", "error")
+ATTENTION_STATES = (
+    ChangeState.HELD, ChangeState.FAILED_RETRYABLE, ChangeState.FAILED_PERMANENT, ChangeState.DEFERRED,
+    ChangeState.AWAITING_APPROVAL,
+)  # fmt: skip
+ATTENTION_OUTCOMES = (RunOutcome.FAILED, RunOutcome.ABORTED, NotStarted.ERROR)
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,13 @@ before anything is sent, and approving the same changes again finishes them.
 from __future__ import annotations
 
 import threading
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from engine.errors import ApiAuthError, ApiError, AutoapproveError, InputError, RunAborted
-from engine.policy.decision import Decision, RuleTrace
+from engine.policy.decision import Action, Decision, RuleTrace
 from engine.policy.document import Policy, load_policy_text
 from engine.policy.evaluator import Evaluator
 from engine.policy.facts import group_ids_of
@@ -38,13 +36,15 @@ from engine.runs.plans import (
     StatusAndGroups,
     describe_drift,
 )
-from engine.runs.ports import DecisionStore, FlipApi, Outcome, PlannedChangeLike, ProgramLockLike
-from engine.runs.service import ChangeCheck, RunService, RunSettings, patch_is_applied
+from engine.runs.ports import FlipApi, Outcome, PlannedChangeLike, ProgramLockLike, ReviewStore
+from engine.runs.records import DecisionRecord, PlanRecord, ReviewRecord, RunCounts
+from engine.runs.report import ApplyReport
+from engine.runs.service import INTERRUPTED_MESSAGE, ChangeCheck, RunService, RunSettings, patch_is_applied
+from engine.runs.states import AMBIGUOUS_STATES, OPEN_STATES, ChangeState, PlanState, RunMode, RunOutcome
 
 __all__ = ["ApplyReport", "PlanRefused", "ReviewApplier", "ReviewStore", "plan_document"]
 
 DEFAULT_MAX_AGE = timedelta(hours=24)
-OPEN = ("planned", "in_flight", "failed_retryable", "deferred")
 LockFactory = Callable[[str, str], AbstractContextManager[ProgramLockLike]]
 
 
@@ -52,54 +52,15 @@ class PlanRefused(InputError):
     """A plan that must not be applied: already applied, or older than ``--max-age``."""
 
 
-class ReviewStore(DecisionStore, Protocol):
-    """What applying plans and approvals needs from the store, beyond a live run's needs."""
-
-    def plan(self, plan_id: int) -> Any: ...
-    def policy_version(self, policy_version_id: int) -> Any: ...
-    def run(self, run_id: int) -> Any: ...
-    def claim_plan(
-        self, plan_id: int, apply_run_id: int, applied_by: str, *, fencing_token: int | None
-    ) -> None: ...
-    def finish_plan(self, plan_id: int, *, fencing_token: int | None) -> None: ...
-    def run_changes(self, run_id: int, states: Iterable[Any] | None = None) -> Sequence[Any]: ...
-    def changes_by_id(self, decision_ids: Sequence[int]) -> Sequence[PlannedChangeLike]: ...
-    def decision_by_id(self, decision_id: int) -> Any: ...
-    def approve(
-        self, decision_ids: Sequence[int], reviewed_by: str, *, fencing_token: int | None
-    ) -> None: ...
-    def refuse(
-        self, decision_ids: Sequence[int], reviewed_by: str, note: str | None, *, fencing_token: int | None
-    ) -> None: ...
-
-
-@dataclass
-class ApplyReport:
-    """What an ``apply`` or ``review approve`` did, for the summary and the exit code."""
-
-    run_id: int
-    program_id: str
-    by: str
-    plan_id: int | None = None
-    outcome: str = "completed"
-    message: str | None = None
-    change_states: Counter[str] = field(default_factory=Counter)
-    stale: list[tuple[str, str]] = field(default_factory=list)  # enrollment id, what changed
-    created_groups: list[str] = field(default_factory=list)
-
-    @property
-    def failed(self) -> int:
-        states = self.change_states
-        return states["failed_retryable"] + states["failed_permanent"] + states["deferred"]
-
-
 def plan_document(store: ReviewStore, plan_id: int) -> PlanDocument:
     """A stored plan as its file shows it (``plan --out``; what a plan file is checked against)."""
     plan = _plan(store, plan_id)
-    version = store.policy_version(plan.policy_version_id)
+    version = store.policy_version(plan.policy_version_id) if plan.policy_version_id is not None else None
+    if version is None:
+        raise InputError(f"plan {plan_id}: its policy version is not in the store")
     policy = load_policy_text(version.source_text, f"<stored policy version {version.id}>")
     changes = [
-        _plan_change(record.decision, record.planned_patch, policy)
+        _plan_change(record.decision, record.planned_patch or {}, policy)
         for record in store.run_changes(plan.run_id)
     ]
     return PlanDocument.build(
@@ -134,11 +95,18 @@ def _plan_change(decision: Decision, body: dict[str, Any], policy: Policy) -> Pl
     )
 
 
-def _plan(store: ReviewStore, plan_id: int) -> Any:
+def _plan(store: ReviewStore, plan_id: int) -> PlanRecord:
     plan = store.plan(plan_id)
     if plan is None:
         raise InputError(f"no plan {plan_id} in this store (check --db or AUTOAPPROVE_DB)")
     return plan
+
+
+def _decision(store: ReviewStore, decision_id: int) -> DecisionRecord:
+    record = store.decision_by_id(decision_id)
+    if record is None:
+        raise InputError(f"no change {decision_id} in this store")
+    return record
 
 
 def _reads(trace: Iterable[RuleTrace]) -> dict[str, Any]:
@@ -194,8 +162,8 @@ class ReviewApplier:
         self._refuse_if_done(plan, max_age)
         return stored
 
-    def _refuse_if_done(self, plan: Any, max_age: timedelta) -> None:
-        if plan.state == "applied":
+    def _refuse_if_done(self, plan: PlanRecord, max_age: timedelta) -> None:
+        if plan.state == PlanState.APPLIED:
             raise PlanRefused(
                 f"plan {plan.id} was already applied (run {plan.apply_run_id}, by {plan.applied_by}); "
                 "a plan applies at most once: make a new one with autoapprove plan"
@@ -216,15 +184,15 @@ class ReviewApplier:
             self._refuse_if_done(plan, max_age)
             token = lock.fencing_token
             run_id = self._start(
-                plan.program_id, "apply", plan.policy_version_id, token, by=by, plan_id=plan.id
+                plan.program_id, RunMode.APPLY, plan.policy_version_id, token, by=by, plan_id=plan.id
             )
             report = ApplyReport(run_id, plan.program_id, by, plan_id=plan.id)
             service = self._service(policy)
             with self._finishing(report, token):
-                records = {r.id: r for r in self.store.run_changes(plan.run_id, OPEN)}
+                records = {r.id: r for r in self.store.run_changes(plan.run_id, OPEN_STATES)}
                 changes = list(self.store.changes_by_id(sorted(records)))
                 to_send = self._hold_leaving_active(policy, changes, records, report, token)
-                if plan.state == "saved":  # a resumed apply already passed the breakers
+                if plan.state == PlanState.SAVED:  # a resumed apply already passed the breakers
                     self._circuit_breakers(policy, plan.counts, len(to_send))
                 self.store.claim_plan(plan.id, run_id, by, fencing_token=token)
                 service.crash_point("after_claim")
@@ -232,22 +200,20 @@ class ReviewApplier:
                 check = self._drift_check({r.id: (r, policy) for r in records.values()})
                 service.send_changes(to_send, check, report.change_states, token, lock)
                 self._collect_stale(plan.run_id, records, report)
-                if not self.stop.is_set() and report.outcome == "completed":
+                if not self.stop.is_set() and report.outcome == RunOutcome.COMPLETED:
                     self.store.finish_plan(plan.id, fencing_token=token)
             return report
 
     # -- the review queue --------------------------------------------------------------
 
-    def waiting_for(
-        self, decision_ids: Sequence[int] | None, program_id: str | None
-    ) -> list[Any]:  # ReviewRecord
+    def waiting_for(self, decision_ids: Sequence[int] | None, program_id: str | None) -> list[ReviewRecord]:
         """The changes ``review approve``/``reject`` names: each must be waiting (or, to finish
         an approval that was interrupted, approved and not yet settled)."""
-        waiting: list[Any] = list(self.store.review_queue(program_id, decision_ids=decision_ids))
+        waiting = list(self.store.review_queue(program_id, decision_ids=decision_ids))
         # Approved but not settled: the approve run that took them was killed or stopped.
         unfinished = [
             r
-            for r in self.store.review_queue(program_id, states=OPEN, decision_ids=decision_ids)
+            for r in self.store.review_queue(program_id, states=OPEN_STATES, decision_ids=decision_ids)
             if r.reviewed_by is not None
         ]
         found = {r.decision_id: r for r in [*waiting, *unfinished]}
@@ -265,26 +231,26 @@ class ReviewApplier:
             return f"no change {decision_id} in this store"
         return f"change {decision_id} is not waiting for approval (it is {record.change_state})"
 
-    def approve(self, records: Sequence[Any], *, by: str) -> ApplyReport:
+    def approve(self, records: Sequence[ReviewRecord], *, by: str) -> ApplyReport:
         """Approve waiting changes and send them at once (re-read first; drifted: ``stale``)."""
         program = records[0].program_id
         with self.lock_factory(program, self.settings.holder) as lock:
             token = lock.fencing_token
             ids = [r.decision_id for r in records]
             current = {r.decision_id: r for r in self.waiting_for(ids, program)}  # re-read under the lock
-            run_id = self._start(program, "approve", records[0].policy_version_id, token, by=by)
+            run_id = self._start(program, RunMode.APPROVE, records[0].policy_version_id, token, by=by)
             report = ApplyReport(run_id, program, by)
             first = self._policy(records[0].policy_version_id)
             service = self._service(first)
             with self._finishing(report, token):
-                waiting = [i for i, r in current.items() if r.change_state == "awaiting_approval"]
+                waiting = [i for i, r in current.items() if r.change_state == ChangeState.AWAITING_APPROVAL]
                 self.store.approve(waiting, by, fencing_token=token)
                 service.crash_point("after_approval")
                 changes = list(self.store.changes_by_id(ids))
                 self._create_groups(program, changes, report, service)
                 planned = {
                     r.decision_id: (
-                        self.store.decision_by_id(r.decision_id),
+                        _decision(self.store, r.decision_id),
                         self._policy(r.policy_version_id),
                     )
                     for r in current.values()
@@ -292,13 +258,13 @@ class ReviewApplier:
                 service.send_changes(changes, self._drift_check(planned), report.change_states, token, lock)
                 for change in changes:
                     record = self.store.decision_by_id(change.decision_id)
-                    if record is not None and record.change_state == "stale":
+                    if record is not None and record.change_state == ChangeState.STALE:
                         report.stale.append((change.enrollment_id, record.error_message or ""))
             return report
 
-    def refuse(self, records: Sequence[Any], *, by: str, note: str | None) -> int:
+    def refuse(self, records: Sequence[ReviewRecord], *, by: str, note: str | None) -> int:
         """Record that a person refused these waiting changes; nothing is sent."""
-        waiting = [r for r in records if r.change_state == "awaiting_approval"]
+        waiting = [r for r in records if r.change_state == ChangeState.AWAITING_APPROVAL]
         if len(waiting) != len(records):
             raise InputError(self._not_waiting(next(r.decision_id for r in records if r not in waiting)))
         program = records[0].program_id
@@ -326,7 +292,7 @@ class ReviewApplier:
     def _start(
         self,
         program: str,
-        mode: str,
+        mode: RunMode,
         version_id: int | None,
         token: int,
         *,
@@ -348,7 +314,7 @@ class ReviewApplier:
         self,
         policy: Policy,
         changes: list[PlannedChangeLike],
-        records: dict[int, Any],
+        records: dict[int, DecisionRecord],
         report: ApplyReport,
         token: int,
     ) -> list[PlannedChangeLike]:
@@ -363,21 +329,21 @@ class ReviewApplier:
             ):
                 reason = f"ACTIVE -> {decision.status} is not in the policy's allow_leaving_active"
                 self.store.record_outcome(
-                    change.decision_id, "held", fencing_token=token, error_message=reason
+                    change.decision_id, ChangeState.HELD, fencing_token=token, error_message=reason
                 )
-                report.change_states["held"] += 1
+                report.change_states[ChangeState.HELD] += 1
             else:
                 to_send.append(change)
         return to_send
 
-    def _circuit_breakers(self, policy: Policy, counts: dict[str, Any], changes: int) -> None:
+    def _circuit_breakers(self, policy: Policy, counts: RunCounts, changes: int) -> None:
         limits = policy.document.limits
         limit = self.settings.max_changes if self.settings.max_changes is not None else limits.max_changes
         reason = None
         if limit is not None and changes > limit:
             reason = f"{changes} changes planned, more than the limit of {limit}"
         actions = counts.get("actions") or {}
-        evaluated = int(actions.get("update", 0)) + int(actions.get("none", 0))
+        evaluated = int(actions.get(Action.UPDATE, 0)) + int(actions.get(Action.NONE, 0))
         rejects = sum(
             int(n) for t, n in (counts.get("transitions") or {}).items() if str(t).endswith("-> REJECTED")
         )
@@ -405,18 +371,16 @@ class ReviewApplier:
                 if created:
                     report.created_groups.append(group_id)
 
-    def _drift_check(self, planned: dict[int, tuple[Any, Policy]]) -> ChangeCheck:
+    def _drift_check(self, planned: Mapping[int, tuple[DecisionRecord, Policy]]) -> ChangeCheck:
         """Re-read each change right before its PATCH; drifted ones are ``stale``, never re-evaluated
         into something else."""
         tracers: dict[int, Evaluator] = {}
 
         def check(change: PlannedChangeLike) -> Outcome | None:
             fresh = self.api.get_enrollment_dict(change.enrollment_id)
-            if change.change_state in ("in_flight", "failed_retryable") and patch_is_applied(
-                change.body, fresh
-            ):
+            if change.change_state in AMBIGUOUS_STATES and patch_is_applied(change.body, fresh):
                 return Outcome(
-                    change.decision_id, "recovered",
+                    change.decision_id, ChangeState.RECOVERED,
                     error_message="found applied when re-checked after an interrupted or failed attempt",
                 )  # fmt: skip
             record, policy = planned[change.decision_id]
@@ -436,12 +400,16 @@ class ReviewApplier:
                 planned_reads=planned_reads,
                 fresh_reads=fresh_reads,
             )
-            return Outcome(change.decision_id, "stale", error_message=f"drifted since planning: {what}")
+            return Outcome(
+                change.decision_id, ChangeState.STALE, error_message=f"drifted since planning: {what}"
+            )
 
         return check
 
-    def _collect_stale(self, plan_run_id: int, records: dict[int, Any], report: ApplyReport) -> None:
-        for record in self.store.run_changes(plan_run_id, ("stale",)):
+    def _collect_stale(
+        self, plan_run_id: int, records: dict[int, DecisionRecord], report: ApplyReport
+    ) -> None:
+        for record in self.store.run_changes(plan_run_id, (ChangeState.STALE,)):
             if record.id in records:
                 report.stale.append((record.decision.enrollment_id or "", record.error_message or ""))
 
@@ -455,21 +423,25 @@ class _Finishing(AbstractContextManager[None]):
     def __exit__(self, kind: Any, exc: Any, _tb: Any) -> None:
         report = self.report
         if exc is None:
-            report.outcome = "interrupted" if self.stop.is_set() else "completed"
+            report.outcome = RunOutcome.INTERRUPTED if self.stop.is_set() else RunOutcome.COMPLETED
         elif isinstance(exc, RunAborted):
-            report.outcome, report.message = "aborted", str(exc)
+            report.outcome, report.message = RunOutcome.ABORTED, str(exc)
         elif isinstance(exc, KeyboardInterrupt):
-            report.outcome, report.message = "interrupted", "interrupted"
+            report.outcome, report.message = RunOutcome.INTERRUPTED, INTERRUPTED_MESSAGE
         elif isinstance(exc, ApiAuthError):
-            report.outcome, report.message = "failed", "API key refused"
+            report.outcome, report.message = RunOutcome.FAILED, "API key refused"
         elif isinstance(exc, ApiError):
-            report.outcome, report.message = "failed", f"Flip API error: HTTP {exc.status_code or '-'}"
+            report.outcome, report.message = (
+                RunOutcome.FAILED,
+                f"Flip API error: HTTP {exc.status_code or '-'}",
+            )
         elif isinstance(exc, AutoapproveError):
-            report.outcome, report.message = "failed", str(exc)
+            report.outcome, report.message = RunOutcome.FAILED, str(exc)
         else:
             return
-        counts = {"changes": dict(report.change_states), "stale": len(report.stale)}
-        self.store.finish_run(report.run_id, report.outcome, counts, report.message, fencing_token=self.token)
+        self.store.finish_run(
+            report.run_id, report.outcome, report.counts(), report.message, fencing_token=self.token
+        )
 
 
 def _duration(delta: timedelta) -> str:

@@ -1,8 +1,10 @@
-"""What the run service needs from the outside world, as protocols.
+"""What the run service and the applier need from the outside world, as protocols.
 
-The service (``engine.runs.service``) depends on these, never on httpx or SQLAlchemy; the
-wiring module (``engine.bootstrap``) passes in the real client and store, and tests can pass
-the same real ones pointed at the local simulator and a temporary database.
+The service (``engine.runs.service``) and the applier of plans and approvals
+(``engine.runs.apply``) depend on these, never on httpx or SQLAlchemy; the wiring module
+(``engine.bootstrap``) passes in the real client and store, the unit tests in-memory fakes
+(``tests/unit/fakes.py``), and other tests the real ones pointed at the local simulator and a
+temporary database. Everything they call is declared here.
 """
 
 from __future__ import annotations
@@ -14,15 +16,25 @@ from typing import Any, Protocol
 
 from engine.flip.models import EnrollmentPatch, Group
 from engine.policy.decision import Decision
-from engine.runs.review import ReviewedChangeLike
+from engine.runs.records import DecisionRecord, PlanRecord, PolicyVersionRecord, ReviewRecord, RunCounts
+from engine.runs.states import ChangeState, RunMode, RunOutcome
+
+__all__ = [
+    "DecisionStore",
+    "FlipApi",
+    "Outcome",
+    "PlannedChangeLike",
+    "ProgramLockLike",
+    "ReviewStore",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What became of one change (``record_outcomes``); ``state`` is a ChangeState value."""
+    """What became of one change (``record_outcomes``)."""
 
     decision_id: int
-    state: str
+    state: ChangeState
     attempts: int | None = None
     http_status: int | None = None
     api_error_code: str | None = None
@@ -41,6 +53,11 @@ class FlipApi(Protocol):
 
     def ensure_group(self, program_id: str, group_id: str, name: str) -> tuple[Group, bool]: ...
 
+    @property
+    def last_attempts(self) -> int:
+        """HTTP attempts of the calling thread's last call (retries included; 0 if unknown)."""
+        ...
+
 
 class PlannedChangeLike(Protocol):
     @property
@@ -50,7 +67,7 @@ class PlannedChangeLike(Protocol):
     @property
     def body(self) -> dict[str, Any]: ...
     @property
-    def change_state(self) -> str: ...
+    def change_state(self) -> ChangeState: ...
     @property
     def facts_fingerprint(self) -> str | None: ...
     @property
@@ -61,7 +78,14 @@ class ProgramLockLike(Protocol):
     @property
     def fencing_token(self) -> int: ...
 
-    def renew(self) -> Any: ...
+    @property
+    def expires_at(self) -> datetime | None:
+        """When the lease runs out unless renewed (``None``: it does not expire)."""
+        ...
+
+    def renew(self) -> datetime | None:
+        """Extend the lease; its new expiry."""
+        ...
 
     def check(self) -> None: ...
 
@@ -74,7 +98,7 @@ class DecisionStore(Protocol):
     def start_run(
         self,
         program_id: str,
-        mode: str,
+        mode: RunMode,
         policy_version_id: int | None,
         now: datetime,
         *,
@@ -92,7 +116,9 @@ class DecisionStore(Protocol):
 
     def planned_changes(self, run_id: int) -> Sequence[PlannedChangeLike]: ...
 
-    def open_changes(self, program_id: str, *, before_run_id: int | None = None) -> Sequence[Any]: ...
+    def open_changes(
+        self, program_id: str, *, before_run_id: int | None = None
+    ) -> Sequence[PlannedChangeLike]: ...
 
     def interrupt_running_runs(
         self,
@@ -114,7 +140,7 @@ class DecisionStore(Protocol):
     def record_outcome(
         self,
         decision_id: int,
-        state: Any,
+        state: ChangeState,
         *,
         attempts: int | None = None,
         http_status: int | None = None,
@@ -131,8 +157,8 @@ class DecisionStore(Protocol):
     def finish_run(
         self,
         run_id: int,
-        outcome: str,
-        counts: dict[str, Any],
+        outcome: RunOutcome,
+        counts: RunCounts,
         message: str | None = None,
         *,
         fencing_token: int | None = None,
@@ -146,8 +172,30 @@ class DecisionStore(Protocol):
         self,
         program_id: str | None = None,
         *,
-        states: Iterable[Any] = ...,
+        states: Iterable[ChangeState] = ...,
         decision_ids: Sequence[int] | None = None,
-    ) -> Sequence[ReviewedChangeLike]: ...
+    ) -> Sequence[ReviewRecord]: ...
 
-    def refused_changes(self, program_id: str) -> Sequence[ReviewedChangeLike]: ...
+    def refused_changes(self, program_id: str) -> Sequence[ReviewRecord]: ...
+
+
+class ReviewStore(DecisionStore, Protocol):
+    """What applying plans and approvals needs from the store, beyond a live run's needs."""
+
+    def plan(self, plan_id: int) -> PlanRecord | None: ...
+    def policy_version(self, policy_version_id: int) -> PolicyVersionRecord | None: ...
+    def claim_plan(
+        self, plan_id: int, apply_run_id: int, applied_by: str, *, fencing_token: int | None
+    ) -> None: ...
+    def finish_plan(self, plan_id: int, *, fencing_token: int | None) -> None: ...
+    def run_changes(
+        self, run_id: int, states: Iterable[ChangeState] | None = None
+    ) -> Sequence[DecisionRecord]: ...
+    def changes_by_id(self, decision_ids: Sequence[int]) -> Sequence[PlannedChangeLike]: ...
+    def decision_by_id(self, decision_id: int) -> DecisionRecord | None: ...
+    def approve(
+        self, decision_ids: Sequence[int], reviewed_by: str, *, fencing_token: int | None
+    ) -> None: ...
+    def refuse(
+        self, decision_ids: Sequence[int], reviewed_by: str, note: str | None, *, fencing_token: int | None
+    ) -> None: ...

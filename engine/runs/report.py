@@ -2,7 +2,8 @@
 
 The report keeps counts and (in a live run) the decisions it must apply; ``decisions``
 holds every decision only when the run was given no decision sink (small runs, tests), so
-memory stays flat for a run of any size.
+memory stays flat for a run of any size. ``ApplyReport`` is the same for an ``apply`` or
+``review approve`` run.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from engine.policy.decision import Action, Decision
+from engine.runs.records import RunCounts
+from engine.runs.states import FAILED_STATES, ChangeState, RunOutcome
 
-__all__ = ["HeldChange", "RunReport"]
+__all__ = ["ApplyReport", "HeldChange", "RunReport"]
 
 
 @dataclass(frozen=True)
@@ -36,9 +39,9 @@ class RunReport:
     program_id: str
     live: bool
     decisions: list[Decision] = field(default_factory=list)
-    outcome: str = "completed"
+    outcome: RunOutcome = RunOutcome.COMPLETED
     message: str | None = None
-    change_states: Counter[str] = field(default_factory=Counter)
+    change_states: Counter[ChangeState] = field(default_factory=Counter)
     missing_groups: list[str] = field(default_factory=list)
     created_groups: list[str] = field(default_factory=list)
     recovered: int = 0
@@ -86,5 +89,46 @@ class RunReport:
 
     @property
     def failed(self) -> int:
-        states = self.change_states
-        return states["failed_retryable"] + states["failed_permanent"] + states["deferred"]
+        return _failed(self.change_states)
+
+    def counts(self) -> RunCounts:
+        """What the store keeps of the run's counts."""
+        return RunCounts(
+            transitions=dict(self.transitions),
+            actions=dict(self.action_counts),
+            changes=_by_state(self.change_states),
+            recovered=self.recovered,
+            unchanged=self.unchanged,
+        )
+
+
+@dataclass
+class ApplyReport:
+    """What an ``apply`` or ``review approve`` did, for the summary and the exit code."""
+
+    run_id: int
+    program_id: str
+    by: str
+    plan_id: int | None = None
+    outcome: RunOutcome = RunOutcome.COMPLETED
+    message: str | None = None
+    change_states: Counter[ChangeState] = field(default_factory=Counter)
+    stale: list[tuple[str, str]] = field(default_factory=list)  # enrollment id, what changed
+    created_groups: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return _failed(self.change_states)
+
+    def counts(self) -> RunCounts:
+        """What the store keeps of the run's counts."""
+        return RunCounts(changes=_by_state(self.change_states), stale=len(self.stale))
+
+
+def _failed(states: Counter[ChangeState]) -> int:
+    """Changes not applied and left for a later run or a person (the exit code's "failed")."""
+    return sum(states[state] for state in FAILED_STATES)
+
+
+def _by_state(states: Counter[ChangeState]) -> dict[str, int]:
+    return {state.value: count for state, count in states.items()}

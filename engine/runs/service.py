@@ -32,6 +32,7 @@ from engine.runs.ports import DecisionStore, FlipApi, Outcome, PlannedChangeLike
 from engine.runs.report import HeldChange, RunReport
 from engine.runs.review import sort_for_review
 from engine.runs.spool import DecisionSpool
+from engine.runs.states import AMBIGUOUS_STATES, ChangeState, RunMode, RunOutcome, Stage
 
 ProgressCallback = Callable[[str, int, int], None]
 # Sees each raw enrollment with its decision as the list streams in (the HTML report explains
@@ -42,6 +43,10 @@ ChangeCheck = Callable[[PlannedChangeLike], Outcome | None]
 LockFactory = Callable[[str, str], AbstractContextManager[ProgramLockLike]]
 Clock = Callable[[], float]  # monotonic seconds
 T = TypeVar("T")
+
+
+# A run stopped by a signal says so in its message too.
+INTERRUPTED_MESSAGE = RunOutcome.INTERRUPTED.value
 
 
 def default_holder() -> str:
@@ -70,9 +75,11 @@ class _LeaseKeeper:
     listing and evaluating, reconciling, storing and applying.
     """
 
-    def __init__(self, lock: Any, clock: Clock = time.monotonic, every_s: float = 60.0) -> None:
-        expires_at = getattr(lock, "expires_at", None)
-        if isinstance(expires_at, datetime):  # renew well before a short lease runs out
+    def __init__(
+        self, lock: ProgramLockLike | None, clock: Clock = time.monotonic, every_s: float = 60.0
+    ) -> None:
+        expires_at = lock.expires_at if lock is not None else None
+        if expires_at is not None:  # renew well before a short lease runs out
             remaining = (expires_at - datetime.now(UTC)).total_seconds()
             every_s = min(every_s, max(remaining / 3, 0.1))
         self.lock = lock
@@ -176,7 +183,7 @@ class RunService:
             self.policy.content_hash,
             self.policy.source_text,
         )
-        mode = "live" if self.settings.live else "plan" if self.settings.plan else "dry_run"
+        mode = RunMode.LIVE if self.settings.live else RunMode.PLAN if self.settings.plan else RunMode.DRY_RUN
         run_id = self.store.start_run(
             program, mode, version_id, self.now, holder=self.settings.holder, fencing_token=token
         )
@@ -197,38 +204,36 @@ class RunService:
             if self.settings.plan:
                 report.plan_id = self.store.create_plan(program, run_id, self.settings.api_url)
         except RunAborted as exc:
-            self._finish(run_id, report, "aborted", str(exc), token)
+            self._finish(run_id, report, RunOutcome.ABORTED, str(exc), token)
             raise
         except ApiAuthError as exc:
-            self._finish(run_id, report, "failed", f"API key refused: {_safe_message(exc)}", token)
+            self._finish(run_id, report, RunOutcome.FAILED, f"API key refused: {_safe_message(exc)}", token)
             raise
         except ApiError as exc:
             # Our own words only: the API's message may quote personal data.
-            self._finish(run_id, report, "failed", f"Flip API error: {_safe_message(exc)}", token)
+            self._finish(run_id, report, RunOutcome.FAILED, f"Flip API error: {_safe_message(exc)}", token)
             raise
         except AutoapproveError as exc:
-            self._finish(run_id, report, "failed", str(exc), token)
+            self._finish(run_id, report, RunOutcome.FAILED, str(exc), token)
             raise
         except KeyboardInterrupt:
-            self._finish(run_id, report, "interrupted", "interrupted", token)
+            self._finish(run_id, report, RunOutcome.INTERRUPTED, INTERRUPTED_MESSAGE, token)
             raise
-        outcome = "interrupted" if self.stop.is_set() else "completed"
+        outcome = RunOutcome.INTERRUPTED if self.stop.is_set() else RunOutcome.COMPLETED
         self._finish(run_id, report, outcome, report.message, token)
         return report
 
     def _finish(
-        self, run_id: int, report: RunReport, outcome: str, message: str | None, token: int | None = None
+        self,
+        run_id: int,
+        report: RunReport,
+        outcome: RunOutcome,
+        message: str | None,
+        token: int | None = None,
     ) -> None:
         report.outcome, report.message = outcome, message
         report.duration_s = time.monotonic() - self._started
-        counts: dict[str, Any] = {
-            "transitions": dict(report.transitions),
-            "actions": dict(report.action_counts),
-            "changes": dict(report.change_states),
-            "recovered": report.recovered,
-            "unchanged": report.unchanged,
-        }
-        self.store.finish_run(run_id, outcome, counts, message, fencing_token=token)
+        self.store.finish_run(run_id, outcome, report.counts(), message, fencing_token=token)
         if self.on_finish is not None:
             self.on_finish(report)
 
@@ -276,12 +281,12 @@ class RunService:
                 else:
                     report.unchanged += 1
                 if seen % 1000 == 0:
-                    self.progress("evaluating", seen, expected if seen < expected else 0)
+                    self.progress(Stage.EVALUATING, seen, expected if seen < expected else 0)
         except BaseException:
             spool.close()
             report.clear_tally()  # the run decided nothing: a broken list stores no counts either
             raise
-        self.progress("evaluating", seen, seen)
+        self.progress(Stage.EVALUATING, seen, seen)
         return spool
 
     def _must_store(self, decision: Decision, latest: Mapping[str, int], version: int) -> bool:
@@ -300,10 +305,10 @@ class RunService:
             for done, decision in enumerate(decided, start=1):
                 yield decision
                 if done % 5000 == 0 and done < total:  # the last one is reported below
-                    self.progress("storing", done, total)
+                    self.progress(Stage.STORING, done, total)
 
         self.store.add_decisions(run_id, program, self._lease.renewing(counted()), fencing_token=token)
-        self.progress("storing", total, total)
+        self.progress(Stage.STORING, total, total)
 
     def _find_missing_groups(self, program: str, report: RunReport) -> None:
         wanted = sorted(report.groups_wanted)
@@ -331,10 +336,10 @@ class RunService:
             # A failed_retryable change may have taken effect too: a PATCH that timed out or
             # lost its connection after the API applied it. Re-check it like one in flight,
             # so its history says it was applied instead of "re-planned".
-            ambiguous = change.change_state in ("in_flight", "failed_retryable")
+            ambiguous = change.change_state in AMBIGUOUS_STATES
             if ambiguous and self._already_applied(change):
                 self.store.record_outcome(
-                    change.decision_id, "recovered", fencing_token=token,
+                    change.decision_id, ChangeState.RECOVERED, fencing_token=token,
                     error_message="found applied when re-checked after an interrupted or failed attempt",
                 )  # fmt: skip
                 recovered += 1
@@ -344,7 +349,7 @@ class RunService:
             self.store.supersede(superseded, f"re-planned by run {run_id}", fencing_token=token)
         return recovered
 
-    def _already_applied(self, change: Any) -> bool:
+    def _already_applied(self, change: PlannedChangeLike) -> bool:
         try:
             current = self.api.get_enrollment_dict(change.enrollment_id)
         except ApiAuthError:
@@ -361,8 +366,10 @@ class RunService:
         to_send, held = self._guard_active(planned, decisions)
         for change, reason in held:
             self._lease.keep()
-            self.store.record_outcome(change.decision_id, "held", fencing_token=token, error_message=reason)
-            report.change_states["held"] += 1
+            self.store.record_outcome(
+                change.decision_id, ChangeState.HELD, fencing_token=token, error_message=reason
+            )
+            report.change_states[ChangeState.HELD] += 1
             decision = decisions.get(change.enrollment_id)
             report.held.append(HeldChange(change.enrollment_id, decision.status if decision else None))
         self._circuit_breakers(run_id, report, to_send, token)
@@ -384,18 +391,18 @@ class RunService:
         for change in planned:
             enrollment_id = change.enrollment_id
             if enrollment_id in queue.queued:
-                outcomes.append(Outcome(change.decision_id, "awaiting_approval"))
+                outcomes.append(Outcome(change.decision_id, ChangeState.AWAITING_APPROVAL))
             elif enrollment_id in queue.kept:
                 waiting = queue.kept[enrollment_id]
-                outcomes.append(Outcome(change.decision_id, "superseded", error_message=(
+                outcomes.append(Outcome(change.decision_id, ChangeState.SUPERSEDED, error_message=(
                     f"the same change already waits for approval as change {waiting}")))  # fmt: skip
             elif enrollment_id in queue.blocked:
                 refusal = queue.blocked[enrollment_id]
                 when = f"{refusal.reviewed_at:%Y-%m-%d %H:%M}" if refusal.reviewed_at else "earlier"
-                outcomes.append(Outcome(change.decision_id, "held", error_message=(
+                outcomes.append(Outcome(change.decision_id, ChangeState.HELD, error_message=(
                     f"refused by {refusal.reviewed_by} on {when} (change {refusal.decision_id}); not "
                     "proposed again until the enrollment's facts or the policy change")))  # fmt: skip
-                report.change_states["held"] += 1
+                report.change_states[ChangeState.HELD] += 1
         if outcomes:
             self.store.record_outcomes(outcomes, fencing_token=token)
         if queue.superseded:
@@ -403,7 +410,7 @@ class RunService:
             self.store.supersede(queue.superseded, reason, fencing_token=token)
         report.awaiting_approval = queue.waiting
         if queue.waiting:
-            report.change_states["awaiting_approval"] += queue.waiting
+            report.change_states[ChangeState.AWAITING_APPROVAL] += queue.waiting
         self.crash_point("after_queueing")
         self._for_review = queue.not_sent()
         return [change for change in planned if change.enrollment_id not in self._for_review]
@@ -451,8 +458,10 @@ class RunService:
         if reason is None:
             return
         for change in to_send:
-            self.store.record_outcome(change.decision_id, "held", fencing_token=token, error_message=reason)
-        report.change_states["held"] += len(to_send)
+            self.store.record_outcome(
+                change.decision_id, ChangeState.HELD, fencing_token=token, error_message=reason
+            )
+        report.change_states[ChangeState.HELD] += len(to_send)
         raise RunAborted(reason)
 
     def _send_all(
@@ -464,7 +473,11 @@ class RunService:
     ) -> None:
         def superseded(change: PlannedChangeLike) -> Outcome | None:
             stale = self.stale_reason(change, decisions.get(change.enrollment_id))
-            return None if stale is None else Outcome(change.decision_id, "superseded", error_message=stale)
+            return (
+                None
+                if stale is None
+                else Outcome(change.decision_id, ChangeState.SUPERSEDED, error_message=stale)
+            )
 
         self.send_changes(changes, superseded, report.change_states, token)
 
@@ -472,7 +485,7 @@ class RunService:
         self,
         changes: list[PlannedChangeLike],
         check: ChangeCheck,
-        states: Counter[str],
+        states: Counter[ChangeState],
         token: int | None,
         lock: ProgramLockLike | None = None,
     ) -> None:
@@ -485,7 +498,7 @@ class RunService:
         total = len(changes)
         for done, state in enumerate(applier.send(changes), start=1):
             states[state] += 1
-            self.progress("applying", done, total)
+            self.progress(Stage.APPLYING, done, total)
         if applier.auth_error is not None:
             raise applier.auth_error
 
@@ -536,12 +549,12 @@ class _Applier:
     def halted(self) -> bool:
         return self.service.stop.is_set() or self.auth_error is not None
 
-    def send(self, changes: Iterable[PlannedChangeLike]) -> Iterator[str]:
+    def send(self, changes: Iterable[PlannedChangeLike]) -> Iterator[ChangeState]:
         """Yield each change's final state as it completes; stop early on a signal or a 401."""
         queue = iter(changes)
         window = self.workers * 4  # bounded look-ahead: memory stays flat for any number of changes
         try:
-            with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="apply") as pool:
+            with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="applier") as pool:
                 pending: set[Future[Outcome | None]] = set()
                 exhausted = False
                 while True:
@@ -560,7 +573,7 @@ class _Applier:
                         outcome = future.result()
                         if outcome is not None:
                             self.outcomes.append(outcome)
-                            yield str(outcome.state)
+                            yield outcome.state
                     self.flush(force=False)
         finally:
             self.flush(force=True)
@@ -589,24 +602,24 @@ class _Applier:
             self.not_sent.append(change.decision_id)
             return None
         except ApiError as exc:
-            return self.failure(change, exc, "failed_retryable")
+            return self.failure(change, exc, ChangeState.FAILED_RETRYABLE)
         if instead is not None:
             return instead
         return self.patch(change)
 
     def patch(self, change: PlannedChangeLike) -> Outcome:
-        self.service.crash_point("in_flight")
+        self.service.crash_point(ChangeState.IN_FLIGHT)  # the step right before its PATCH
         try:
             self.service.api.update_enrollment(
                 change.enrollment_id, EnrollmentPatch.model_validate(change.body)
             )
         except ApiAuthError as exc:
             self.auth_error = exc
-            return self.failure(change, exc, "failed_retryable", self.http_attempts())
+            return self.failure(change, exc, ChangeState.FAILED_RETRYABLE, self.http_attempts())
         except ApiError as exc:
             return self.failure(change, exc, _failure_state(exc), self.http_attempts())
         self.service.crash_point("after_patch")
-        return Outcome(change.decision_id, "applied", attempts=self.http_attempts())
+        return Outcome(change.decision_id, ChangeState.APPLIED, attempts=self.http_attempts())
 
     def http_attempts(self) -> int | None:
         """The HTTP attempts of this thread's last API call, when the client counts them.
@@ -615,11 +628,11 @@ class _Applier:
         connections, 5xx, 429) are attempts too, and the history must show them. Read in
         the thread that made the call: ``FlipClient.last_attempts`` is per thread.
         """
-        attempts = getattr(self.service.api, "last_attempts", None)
-        return attempts if isinstance(attempts, int) and attempts > 0 else None
+        attempts = self.service.api.last_attempts
+        return attempts if attempts > 0 else None
 
     def failure(
-        self, change: PlannedChangeLike, exc: ApiError, state: str, attempts: int | None = None
+        self, change: PlannedChangeLike, exc: ApiError, state: ChangeState, attempts: int | None = None
     ) -> Outcome:
         return Outcome(
             change.decision_id,
@@ -632,12 +645,12 @@ class _Applier:
         )
 
 
-def _failure_state(exc: ApiError) -> str:
+def _failure_state(exc: ApiError) -> ChangeState:
     if isinstance(exc, ApiRetryableError):
-        return "deferred" if exc.retry_after is not None else "failed_retryable"
+        return ChangeState.DEFERRED if exc.retry_after is not None else ChangeState.FAILED_RETRYABLE
     if exc.status_code is None or exc.status_code >= 500 or exc.status_code == 429:
-        return "failed_retryable"
-    return "failed_permanent"
+        return ChangeState.FAILED_RETRYABLE
+    return ChangeState.FAILED_PERMANENT
 
 
 def _safe_message(exc: ApiError) -> str:

@@ -14,13 +14,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from engine.errors import ApiError, InputError, LockHeldError, PolicyError, RunAborted, StoreError
+from engine.policy.decision import Action
+from engine.runs.report import RunReport
+from engine.runs.states import ChangeState, NotStarted, RunMode, RunOutcome
 
-__all__ = ["NOT_STARTED_LOCKED", "NOT_STARTED_OUTCOMES", "RunSummary", "safe_error_text"]
-
-# Outcomes of a run that never got a run row (summaries only; the store knows the others).
-NOT_STARTED_LOCKED = "locked"
-NOT_STARTED_ERROR = "error"
-NOT_STARTED_OUTCOMES = (NOT_STARTED_LOCKED, NOT_STARTED_ERROR)
+__all__ = ["RunSummary", "safe_error_text"]
 
 
 def safe_error_text(exc: BaseException) -> str:
@@ -48,20 +46,20 @@ class RunSummary:
     """One program's run: who, how it ended, how long it took and what it counted."""
 
     program_id: str
-    outcome: str  # a RunOutcome value, or one of NOT_STARTED_OUTCOMES
+    outcome: RunOutcome | NotStarted
     exit_code: int
     live: bool
     run_id: int | None = None
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     duration_s: float = 0.0
     decisions: Mapping[str, int] = field(default_factory=dict)  # by action
-    changes: Mapping[str, int] = field(default_factory=dict)  # by change state
+    changes: Mapping[ChangeState, int] = field(default_factory=dict)
     unchanged: int = 0
     message: str | None = None
 
     @property
-    def mode(self) -> str:
-        return "live" if self.live else "dry_run"
+    def mode(self) -> RunMode:
+        return RunMode.LIVE if self.live else RunMode.DRY_RUN
 
     @property
     def enrollments(self) -> int:
@@ -72,19 +70,19 @@ class RunSummary:
         return self.started_at + timedelta(seconds=self.duration_s)
 
     @classmethod
-    def from_report(cls, report: Any, exit_code: int) -> RunSummary:
+    def from_report(cls, report: RunReport, exit_code: int) -> RunSummary:
         """The summary of a run the service started (``RunReport``), finished or not."""
         return cls(
             program_id=report.program_id,
-            outcome=str(report.outcome),
+            outcome=report.outcome,
             exit_code=exit_code,
-            live=bool(report.live),
+            live=report.live,
             run_id=report.run_id,
             started_at=report.started_at,
             duration_s=report.duration_s,
             decisions=dict(report.action_counts),
-            changes={str(k): v for k, v in report.change_states.items() if v},
-            unchanged=int(getattr(report, "unchanged", 0)),
+            changes={state: n for state, n in report.change_states.items() if n},
+            unchanged=report.unchanged,
             message=report.message,
         )
 
@@ -93,7 +91,7 @@ class RunSummary:
         cls, program_id: str, exc: BaseException, exit_code: int, *, live: bool, started_at: datetime
     ) -> RunSummary:
         """A run that failed before the service recorded it (its lock was held, say)."""
-        outcome = NOT_STARTED_LOCKED if isinstance(exc, LockHeldError) else NOT_STARTED_ERROR
+        outcome = NotStarted.LOCKED if isinstance(exc, LockHeldError) else NotStarted.ERROR
         duration = max((datetime.now(UTC) - started_at).total_seconds(), 0.0)
         return cls(
             program_id=program_id,
@@ -117,10 +115,10 @@ class RunSummary:
     def describe(self) -> str:
         """One line for people: a chat message, a log line."""
         run = f"run {self.run_id}" if self.run_id is not None else "run"
-        mode = "live" if self.live else "dry"
+        mode = RunMode.LIVE.value if self.live else "dry"
         parts = [f"{self.program_id}: {mode} {run} {self.outcome}"]
         if self.enrollments:
-            parts.append(f"{self.enrollments} enrollments, {self.decisions.get('update', 0)} to change")
+            parts.append(f"{self.enrollments} enrollments, {self.decisions.get(Action.UPDATE, 0)} to change")
         if self.changes:
             parts.append(", ".join(f"{state} {n}" for state, n in sorted(self.changes.items())))
         if self.message:

@@ -7,20 +7,15 @@ Nothing here touches a database at import time: build an engine with
 
     with Store.open("sqlite:///autoapprove.db") as store:        # migrates to head
         with acquire_program_lock(store.engine, program_id, holder="host:pid") as lock:
-            run_id = store.start_run(program_id, "live", policy_id, now,
+            run_id = store.start_run(program_id, RunMode.LIVE, policy_id, now,
                                      holder=lock.holder, fencing_token=lock.fencing_token)
             store.add_decisions(run_id, program_id, decisions)
             ...
-            store.finish_run(run_id, "completed", counts)
+            store.finish_run(run_id, RunOutcome.COMPLETED, report.counts())
 """
 
 from engine.runs.ports import Outcome
-from engine.store.base import BATCH_SIZE
-from engine.store.connection import DB_URL_ENV, DEFAULT_DB_URL, create_engine_for_url, resolve_db_url
-from engine.store.locks import Clock, ProgramLock, acquire_program_lock, utc_now
-from engine.store.migrations import current_revision, head_revision, upgrade
-from engine.store.outbox import api_error_locations
-from engine.store.records import (
+from engine.runs.records import (
     DecisionRecord,
     PlannedChange,
     PlanRecord,
@@ -28,9 +23,14 @@ from engine.store.records import (
     ReviewRecord,
     RunRecord,
 )
+from engine.runs.states import ChangeState, PlanState, RunMode, RunOutcome
+from engine.store.base import BATCH_SIZE
+from engine.store.connection import DB_URL_ENV, DEFAULT_DB_URL, create_engine_for_url, resolve_db_url
+from engine.store.locks import Clock, ProgramLock, acquire_program_lock, utc_now
+from engine.store.migrations import current_revision, head_revision, upgrade
+from engine.store.outbox import api_error_locations
 from engine.store.repository import Store
 from engine.store.rows import change_key
-from engine.store.schema import ChangeState, PlanState, RunMode, RunOutcome
 
 __all__ = [
     "BATCH_SIZE",

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, or_, select
 
+from engine.runs.states import APPLIED_STATES
 from engine.store.locks import database_errors
-from engine.store.schema import ChangeState, DecisionRow
-
-APPLIED_STATES = (ChangeState.APPLIED.value, ChangeState.RECOVERED.value)
+from engine.store.schema import DecisionRow
 
 
 def applied_statuses(engine: Engine, program_id: str) -> dict[str, str]:
@@ -21,7 +20,7 @@ def applied_statuses(engine: Engine, program_id: str) -> dict[str, str]:
         select(DecisionRow.enrollment_id, DecisionRow.status)
         .where(
             DecisionRow.program_id == program_id,
-            DecisionRow.change_state.in_(APPLIED_STATES),
+            DecisionRow.change_state.in_(sorted(APPLIED_STATES)),
             DecisionRow.status.is_not(None),
             or_(DecisionRow.current_status.is_(None), DecisionRow.status != DecisionRow.current_status),
         )

@@ -14,9 +14,11 @@ from sqlalchemy.orm import Session
 
 from engine.errors import StoreError
 from engine.policy.decision import Decision
+from engine.runs.records import DecisionRecord
+from engine.runs.states import ChangeState, RunMode, RunOutcome
 from engine.store.locks import Clock, check_fencing_token, database_errors, utc_now, write_transaction
-from engine.store.records import DecisionRecord, to_decision_record
-from engine.store.schema import ChangeState, DecisionRow, RunMode, RunOutcome, RunRow
+from engine.store.records import to_decision_record
+from engine.store.schema import DecisionRow, RunRow
 
 BATCH_SIZE = 1000
 

@@ -9,12 +9,13 @@ from sqlalchemy import Connection, Row, func, select
 
 from engine.errors import StoreError
 from engine.policy.decision import Decision
+from engine.runs.records import DecisionRecord, PlannedChange
+from engine.runs.states import OPEN_STATES, ChangeState, RunMode, RunOutcome
 from engine.store.base import BATCH_SIZE, StoreBase, batches, fenced
 from engine.store.locks import database_errors
-from engine.store.outbox import OPEN_STATES
-from engine.store.records import PLANNED_COLUMNS, DecisionRecord, PlannedChange, to_planned_change
+from engine.store.records import PLANNED_COLUMNS, to_planned_change
 from engine.store.rows import decision_rows, insert_rows, stored_form
-from engine.store.schema import ChangeState, DecisionRow, RunMode, RunOutcome, RunRow
+from engine.store.schema import DecisionRow, RunRow
 
 
 class Decisions(StoreBase):

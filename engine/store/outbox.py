@@ -10,38 +10,11 @@ from sqlalchemy import Connection, select, update
 
 from engine.errors import ApiError, StoreError
 from engine.runs.ports import Outcome
+from engine.runs.states import MOVABLE_STATES, OUTCOME_STATES, ChangeState
 from engine.store.base import BATCH_SIZE, StoreBase, checked_value, fenced
 from engine.store.locks import database_errors
-from engine.store.schema import ChangeState, DecisionRow
+from engine.store.schema import DecisionRow
 from engine.store.storable import clean_locations, storable_or_none, storable_text
-
-# Changes that may still need sending; ``held`` waits for a person and is not among them.
-OPEN_STATES = frozenset(
-    {ChangeState.PLANNED, ChangeState.IN_FLIGHT, ChangeState.FAILED_RETRYABLE, ChangeState.DEFERRED}
-)
-# States a change can still leave; the others are final.
-MOVABLE_STATES = frozenset({*OPEN_STATES, ChangeState.HELD, ChangeState.AWAITING_APPROVAL})
-FINAL_STATES = frozenset(
-    {
-        ChangeState.APPLIED,
-        ChangeState.RECOVERED,
-        ChangeState.FAILED_PERMANENT,
-        ChangeState.SUPERSEDED,
-        ChangeState.REFUSED,
-        ChangeState.STALE,
-    }
-)
-# What record_outcome may set: anything but planned, in_flight and none (and refused, which
-# only a person's ``refuse`` sets).
-OUTCOME_STATES = frozenset(
-    {
-        *(FINAL_STATES - {ChangeState.REFUSED}),
-        ChangeState.FAILED_RETRYABLE,
-        ChangeState.DEFERRED,
-        ChangeState.HELD,
-        ChangeState.AWAITING_APPROVAL,
-    }
-)
 
 
 def _outcome_values(target: ChangeState, outcome: Outcome, now: datetime) -> dict[str, Any]:
@@ -88,7 +61,7 @@ class Outbox(StoreBase):
     def record_outcome(
         self,
         decision_id: int,
-        state: ChangeState | str,
+        state: ChangeState,
         *,
         attempts: int | None = None,
         http_status: int | None = None,

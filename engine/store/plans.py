@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import cast
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from engine.errors import StoreError
+from engine.runs.records import DecisionRecord, PlannedChange, PlanRecord, RunCounts
+from engine.runs.states import OPEN_STATES, ChangeState, PlanState, RunOutcome
 from engine.store.base import Owner, StoreBase, fenced
 from engine.store.locks import database_errors, write_transaction
-from engine.store.outbox import OPEN_STATES
-from engine.store.records import PLANNED_COLUMNS, DecisionRecord, PlannedChange, PlanRecord, to_planned_change
-from engine.store.schema import ChangeState, DecisionRow, PlanRow, PlanState, RunOutcome, RunRow
+from engine.store.records import PLANNED_COLUMNS, to_planned_change
+from engine.store.schema import DecisionRow, PlanRow, RunRow
 from engine.store.storable import storable_text
 
 
@@ -55,7 +57,7 @@ class SavedPlans(StoreBase):
                 policy_version_id=run.policy_version_id,
                 evaluation_now=run.evaluation_now,
                 run_outcome=RunOutcome(run.outcome),
-                counts=run.counts,
+                counts=cast(RunCounts, run.counts),
             )
 
     def claim_plan(

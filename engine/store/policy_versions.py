@@ -6,9 +6,9 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from engine.runs.records import PolicyVersionRecord
 from engine.store.base import StoreBase
 from engine.store.locks import database_errors, write_transaction
-from engine.store.records import PolicyVersionRecord
 from engine.store.schema import PolicyVersionRow
 from engine.store.storable import storable_or_none, storable_text
 

@@ -1,149 +1,19 @@
-"""The frozen records the store hands to callers, and how they are read back from rows."""
+"""How the records the store hands to callers (``engine.runs.records``) are read from rows."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Row
 
 from engine.policy.decision import Action, Decision, RuleTrace
-from engine.store.schema import ChangeState, DecisionRow, PlanState, RunMode, RunOutcome, RunRow
+from engine.runs.records import DecisionRecord, PlannedChange, ReviewRecord, RunCounts, RunRecord
+from engine.runs.states import ChangeState, RunMode, RunOutcome
+from engine.store.schema import DecisionRow, RunRow
 
 # Enum lookups by value, without Enum.__call__ (measurably slow over 100,000 rows).
 _CHANGE_STATES = {state.value: state for state in ChangeState}
 _ACTIONS = {action.value: action for action in Action}
-
-
-# -- Records handed to callers ---------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyVersionRecord:
-    """A policy text exactly as a run used it."""
-
-    id: int
-    program_id: str
-    name: str
-    version: str | None
-    content_hash: str
-    source_text: str
-    first_seen_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class RunRecord:
-    """One run. ``now`` is the time the policy was evaluated at (kept for replays)."""
-
-    id: int
-    program_id: str
-    mode: RunMode
-    policy_version_id: int | None
-    started_at: datetime
-    finished_at: datetime | None
-    now: datetime
-    outcome: RunOutcome
-    message: str | None
-    counts: dict[str, Any]
-    holder: str | None
-    fencing_token: int | None
-    plan_id: int | None = None  # the plan a ``plan`` run saved, or an ``apply`` run applies
-    applied_by: str | None = None  # who applied the plan or approved the changes
-
-
-@dataclass(frozen=True, slots=True)
-class PlanRecord:
-    """A saved plan, with what its plan run recorded."""
-
-    id: int
-    program_id: str
-    run_id: int
-    api_url: str
-    created_at: datetime
-    state: PlanState
-    apply_run_id: int | None
-    applied_by: str | None
-    applied_at: datetime | None
-    policy_version_id: int | None
-    evaluation_now: datetime
-    run_outcome: RunOutcome
-    counts: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class ReviewRecord:
-    """A change in the review queue (waiting, or refused by a person)."""
-
-    decision_id: int
-    run_id: int
-    program_id: str
-    enrollment_id: str
-    change_state: ChangeState
-    current_status: str | None
-    status: str | None
-    reason: str | None
-    rule_id: str | None
-    current_group_ids: list[str]
-    group_ids: list[str]
-    body: dict[str, Any]
-    enrollment_updated_at: str | None
-    facts_fingerprint: str | None
-    policy_version_id: int | None
-    policy_hash: str | None
-    since: datetime
-    reviewed_by: str | None
-    reviewed_at: datetime | None
-    review_note: str | None
-    attempts: int
-    trace: list[RuleTrace] = field(default_factory=list)  # what the rules read when it was decided
-
-
-@dataclass(frozen=True, slots=True)
-class DecisionRecord:
-    """One stored decision, with its run and where its change stands in the outbox."""
-
-    id: int
-    run_id: int
-    program_id: str
-    decision: Decision
-    run_mode: RunMode
-    run_started_at: datetime
-    run_now: datetime
-    run_outcome: RunOutcome
-    policy_version_id: int | None
-    planned_patch: dict[str, Any] | None
-    change_key: str | None
-    change_state: ChangeState
-    attempts: int
-    http_status: int | None
-    api_error_code: str | None
-    api_error_locations: list[Any] | None
-    error_message: str | None
-    applied_at: datetime | None
-    updated_at: datetime
-    reviewed_by: str | None = None
-    reviewed_at: datetime | None = None
-    review_note: str | None = None
-    run_plan_id: int | None = None
-    run_applied_by: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedChange:
-    """A change to send: the PATCH body for one enrollment and what it was decided from."""
-
-    decision_id: int
-    run_id: int
-    enrollment_id: str
-    body: dict[str, Any]
-    change_key: str | None
-    change_state: ChangeState
-    group_ids: list[str]
-    status: str | None
-    facts_fingerprint: str | None
-    enrollment_updated_at: str | None
-    attempts: int
 
 
 def _trace_from_json(items: list[dict[str, Any]]) -> list[RuleTrace]:
@@ -189,7 +59,7 @@ def to_run_record(row: RunRow) -> RunRecord:
         now=row.evaluation_now,
         outcome=RunOutcome(row.outcome),
         message=row.message,
-        counts=row.counts,
+        counts=cast(RunCounts, row.counts),
         holder=row.holder,
         fencing_token=row.fencing_token,
         plan_id=row.plan_id,

@@ -31,6 +31,14 @@ from typing import Self
 from sqlalchemy import Engine
 
 from engine.runs.ports import Outcome
+from engine.runs.records import (
+    DecisionRecord,
+    PlannedChange,
+    PlanRecord,
+    PolicyVersionRecord,
+    ReviewRecord,
+    RunRecord,
+)
 from engine.store.base import BATCH_SIZE
 from engine.store.connection import DB_URL_ENV, DEFAULT_DB_URL, create_engine_for_url, resolve_db_url
 from engine.store.decisions import Decisions
@@ -39,14 +47,6 @@ from engine.store.migrations import upgrade
 from engine.store.outbox import Outbox, api_error_locations
 from engine.store.plans import SavedPlans
 from engine.store.policy_versions import PolicyVersions
-from engine.store.records import (
-    DecisionRecord,
-    PlannedChange,
-    PlanRecord,
-    PolicyVersionRecord,
-    ReviewRecord,
-    RunRecord,
-)
 from engine.store.review import ReviewQueue
 from engine.store.rows import change_key
 from engine.store.run_records import RunRecords

@@ -26,8 +26,9 @@ from datetime import datetime
 from sqlalchemy import Engine, Select, delete, exists, func, select
 from sqlalchemy.engine import Connection
 
+from engine.runs.states import APPLIED_STATES, ChangeState, RunOutcome
 from engine.store.locks import database_errors, write_transaction
-from engine.store.schema import ChangeState, DecisionRow, PlanRow, PolicyVersionRow, RunOutcome, RunRow
+from engine.store.schema import DecisionRow, PlanRow, PolicyVersionRow, RunRow
 
 __all__ = ["PruneCounts", "prune", "prune_counts"]
 
@@ -36,7 +37,6 @@ _KEPT_STATES = (
     ChangeState.PLANNED, ChangeState.IN_FLIGHT, ChangeState.FAILED_RETRYABLE, ChangeState.DEFERRED,
     ChangeState.HELD, ChangeState.AWAITING_APPROVAL, ChangeState.REFUSED,
 )  # fmt: skip
-_SENT_STATES = (ChangeState.APPLIED, ChangeState.RECOVERED)
 Checkpoint = Callable[[str], None]
 
 
@@ -76,7 +76,7 @@ def _doomed_decisions(connection: Connection, cutoff: datetime, keep_applied: bo
         DecisionRow.change_state.not_in(kept_states),
     )
     if keep_applied:
-        sent = [state.value for state in _SENT_STATES]
+        sent = [state.value for state in sorted(APPLIED_STATES)]
         query = query.where(DecisionRow.attempts == 0, DecisionRow.change_state.not_in(sent))
     return list(connection.execute(query.order_by(DecisionRow.id)).scalars())
 

@@ -9,10 +9,12 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from engine.errors import StoreError
+from engine.runs.records import ReviewRecord
+from engine.runs.states import ChangeState, RunMode
 from engine.store.base import StoreBase, fenced
 from engine.store.locks import database_errors
-from engine.store.records import ReviewRecord, to_review_record
-from engine.store.schema import ChangeState, DecisionRow, PolicyVersionRow, RunMode, RunRow
+from engine.store.records import to_review_record
+from engine.store.schema import DecisionRow, PolicyVersionRow, RunRow
 from engine.store.storable import storable_or_none, storable_text
 
 

@@ -18,7 +18,8 @@ from engine.errors import StoreError
 from engine.flip.models import EnrollmentStatus
 from engine.policy.decision import Action, Decision
 from engine.runs.digest import decision_digest
-from engine.store.schema import ChangeState, DecisionRow
+from engine.runs.states import ChangeState
+from engine.store.schema import DecisionRow
 from engine.store.storable import storable_parts
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -10,10 +10,12 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from engine.errors import StoreError
+from engine.runs.records import RunRecord
+from engine.runs.states import RunMode, RunOutcome
 from engine.store.base import Owner, StoreBase, checked_value, fenced
 from engine.store.locks import check_fencing_token, database_errors, write_transaction
-from engine.store.records import RunRecord, to_run_record
-from engine.store.schema import RunMode, RunOutcome, RunRow
+from engine.store.records import to_run_record
+from engine.store.schema import RunRow
 from engine.store.storable import storable_json, storable_or_none, storable_text
 
 
@@ -23,7 +25,7 @@ class RunRecords(StoreBase):
     def start_run(
         self,
         program_id: str,
-        mode: RunMode | str,
+        mode: RunMode,
         policy_version_id: int | None,
         now: datetime,
         *,
@@ -61,7 +63,7 @@ class RunRecords(StoreBase):
     def finish_run(
         self,
         run_id: int,
-        outcome: RunOutcome | str,
+        outcome: RunOutcome,
         counts: Mapping[str, Any],
         message: str | None = None,
         *,

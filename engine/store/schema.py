@@ -37,66 +37,18 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
 
+from engine.runs.states import ChangeState, PlanState, RunMode, RunOutcome
+
 __all__ = [
     "Base",
-    "ChangeState",
     "DecisionRow",
     "PlanRow",
-    "PlanState",
     "PolicyVersionRow",
     "ProgramLockRow",
-    "RunMode",
-    "RunOutcome",
     "RunRow",
     "UtcDateTime",
     "metadata",
 ]
-
-
-class RunMode(StrEnum):
-    """Whether a run only reports (``dry_run``) or sends changes to the API (``live``)."""
-
-    DRY_RUN = "dry_run"
-    LIVE = "live"
-    PLAN = "plan"  # a dry run whose changes are saved as a plan (``autoapprove plan``)
-    APPLY = "apply"  # sends a saved plan's changes exactly (``autoapprove apply``)
-    APPROVE = "approve"  # sends changes a person approved (``autoapprove review approve``)
-
-
-class RunOutcome(StrEnum):
-    """How a run ended; ``running`` until it does."""
-
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    ABORTED = "aborted"  # a safety limit refused to apply anything
-    INTERRUPTED = "interrupted"  # the process died or was stopped; found by the next run
-
-
-class ChangeState(StrEnum):
-    """Where a decision's change stands in the outbox."""
-
-    NONE = "none"  # nothing to send (skip, unchanged, error)
-    PLANNED = "planned"
-    IN_FLIGHT = "in_flight"  # the PATCH may have reached the API; the answer is not known
-    APPLIED = "applied"
-    RECOVERED = "recovered"  # found already applied when an earlier attempt was re-checked
-    FAILED_RETRYABLE = "failed_retryable"
-    FAILED_PERMANENT = "failed_permanent"
-    SUPERSEDED = "superseded"  # a newer decision or fresh data replaced it
-    HELD = "held"  # kept back on purpose (a safety limit, a review)
-    DEFERRED = "deferred"  # left for a later run (time budget, rate limit)
-    AWAITING_APPROVAL = "awaiting_approval"  # waits in the review queue; nothing is sent
-    REFUSED = "refused"  # a person refused it in the review queue
-    STALE = "stale"  # the enrollment drifted since it was planned or approved; not sent
-
-
-class PlanState(StrEnum):
-    """Where a saved plan stands: ``applying`` from its first apply until every change settled."""
-
-    SAVED = "saved"
-    APPLYING = "applying"  # an apply run claimed it (a killed one is resumed by the next apply)
-    APPLIED = "applied"
 
 
 class UtcDateTime(TypeDecorator[datetime]):
