@@ -18,7 +18,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from engine.errors import PolicyError
 
-MAX_YAML_BYTES = 256_000  # real policies are a few KB; the pure-Python parser needs ~1 s for this
+MAX_YAML_BYTES = 256_000  # real policies are a few KB
 MAX_YAML_DEPTH = 64
 MAX_YAML_NODES = 50_000
 
@@ -44,30 +44,47 @@ class LoadedYaml:
         return None
 
 
-class _LimitedLoader(yaml.SafeLoader):
-    """SafeLoader that refuses aliases and bounds nesting depth and node count."""
+class _Loader(yaml.CSafeLoader):
+    """libyaml's parser and composer (fast, in C) with the plain JSON-like constructors."""
 
     def __init__(self, stream: str, source: str) -> None:
         super().__init__(stream)
         self.source = source
-        self.depth = 0
-        self.nodes = 0
 
-    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-            raise _refuse(self.source, "anchors and aliases are not allowed", mark)
-        self.depth += 1
-        self.nodes += 1
-        if self.depth > MAX_YAML_DEPTH:
-            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-            raise _refuse(self.source, f"nesting deeper than {MAX_YAML_DEPTH} levels", mark)
-        if self.nodes > MAX_YAML_NODES:
-            raise _refuse(self.source, f"more than {MAX_YAML_NODES} values", None)
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
+
+_OPENS = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_CLOSES = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+
+
+def _check_events(text: str, source: str) -> None:
+    """Refuse aliases, deep nesting and too many values from the event stream, before any
+    tree is built: the composer recurses once per level, so depth is bounded first."""
+    parser = _Loader(text, source)
+    depth = nodes = 0
+    try:
+        while (event := parser.get_event()) is not None:
+            if isinstance(event, yaml.AliasEvent):
+                raise _refuse(source, "anchors and aliases are not allowed", event.start_mark)
+            if isinstance(event, _CLOSES):
+                depth -= 1
+                continue
+            if not isinstance(event, (*_OPENS, yaml.ScalarEvent)):
+                continue
+            nodes += 1
+            if depth + 1 > MAX_YAML_DEPTH:
+                raise _refuse(source, f"nesting deeper than {MAX_YAML_DEPTH} levels", event.start_mark)
+            if nodes > MAX_YAML_NODES:
+                raise _refuse(source, f"more than {MAX_YAML_NODES} values", None)
+            if isinstance(event, _OPENS):
+                depth += 1
+    except yaml.MarkedYAMLError as exc:
+        # libyaml's scanner reads ahead through flow brackets and stops at its own limit (1000).
+        if "maximum nesting depth" not in str(exc.problem):
+            raise
+        mark = exc.problem_mark or exc.context_mark
+        raise _refuse(source, f"nesting deeper than {MAX_YAML_DEPTH} levels", mark) from exc
+    finally:
+        parser.dispose()
 
 
 def _refuse(source: str, message: str, mark: Any) -> PolicyError:
@@ -81,10 +98,11 @@ def load_yaml(text: str, source: str) -> LoadedYaml:
     if len(text) > MAX_YAML_BYTES or len(text.encode("utf-8", errors="replace")) > MAX_YAML_BYTES:
         raise PolicyError.at(source, f"file is larger than {MAX_YAML_BYTES} bytes")
     try:
-        loader = _LimitedLoader(text, source)
+        loader = _Loader(text, source)
     except yaml.YAMLError as exc:
         raise PolicyError.at(source, f"invalid YAML: {exc}".splitlines()[0]) from exc
     try:
+        _check_events(text, source)
         root = loader.get_single_node()
         if root is None:
             raise PolicyError.at(source, "the file is empty")
@@ -104,7 +122,7 @@ def load_yaml(text: str, source: str) -> LoadedYaml:
 
 
 def _construct(
-    loader: _LimitedLoader,
+    loader: _Loader,
     node: Node,
     path: YamlPath,
     positions: dict[YamlPath, Position],
@@ -126,7 +144,7 @@ def _construct(
 
 
 def _construct_mapping(
-    loader: _LimitedLoader,
+    loader: _Loader,
     node: MappingNode,
     path: YamlPath,
     positions: dict[YamlPath, Position],

@@ -22,8 +22,13 @@ def render_cases_yaml(cases: Sequence[Case], now: datetime, policy_label: str) -
                 f"# {case.name}: the policy reads data left out of the case (personal fields); "
                 "it expects what the case itself gets"
             )
-        text = yaml.safe_dump(
-            [case.as_dict()], sort_keys=False, allow_unicode=True, width=100, default_flow_style=None
+        text = yaml.dump(  # libyaml's emitter: the same text as safe_dump, several times faster
+            [case.as_dict()],
+            Dumper=yaml.CSafeDumper,
+            sort_keys=False,
+            allow_unicode=True,
+            width=100,
+            default_flow_style=None,
         )
         lines.append(text.rstrip("\n"))
     return "\n".join(lines) + "\n"
