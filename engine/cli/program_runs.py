@@ -19,7 +19,8 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from types import FrameType
+from typing import TYPE_CHECKING, TextIO
 
 from engine.cli.shared import (
     EXIT_AUTH,
@@ -34,11 +35,13 @@ from engine.cli.shared import (
 from engine.cli.watch import Watchers, most_severe, progress_for, report_error
 
 if TYPE_CHECKING:
+    from engine.observe.progress import BarProgress, PeriodicProgress
     from engine.policy.decision import Decision
     from engine.policy.document import Policy
     from engine.render.stream import DecisionWriter
     from engine.runs.batch import ProgramJob, ProgramResult
     from engine.runs.report import RunReport
+    from engine.runs.service import RunSettings
 
 
 def load_jobs(args: argparse.Namespace) -> list[ProgramJob]:
@@ -76,7 +79,7 @@ def confirm(jobs: list[ProgramJob], args: argparse.Namespace) -> bool:
 def _stop_on_signals() -> Iterator[threading.Event]:
     stop = threading.Event()
 
-    def request_stop(signum: int, _frame: Any) -> None:
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
         err(f"signal {signum}: stopping after the current enrollment")
         stop.set()
 
@@ -171,8 +174,8 @@ def _run_html(
     args: argparse.Namespace,
     job: ProgramJob,
     *,
-    settings: Any,
-    progress: Any,
+    settings: RunSettings,
+    progress: BarProgress | PeriodicProgress,
     stop: threading.Event,
     on_finish: Callable[[RunReport], None],
 ) -> RunReport:
@@ -205,13 +208,14 @@ def _finish(
 ) -> int:
     """Tell about one program's run (footer or error, then the watchers); its exit code."""
     from engine.render.text import render_run_footer
+    from engine.runs.states import RunOutcome
     from engine.runs.summary import RunSummary
 
     program = args.program or result.job.program_id
     folder = args.rules.is_dir()
     if result.error is not None:
         code = report_error(result.error, **({"program": program} if folder else {}))
-    elif result.report is not None and result.report.outcome == "interrupted":
+    elif result.report is not None and result.report.outcome == RunOutcome.INTERRUPTED:
         code = EXIT_INTERRUPTED  # stopped by a signal: not every change was made
     else:
         code = EXIT_FAILED if result.report is not None and result.report.failed else EXIT_OK

@@ -6,7 +6,7 @@ import argparse
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from engine.cli.options import (
     Commands,
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from engine.policy.document import Policy
     from engine.render.decisions_html import ExplainedDecisions
     from engine.runs.plans import PlanDocument
+    from engine.runs.report import RunReport
+    from engine.runs.service import RunSettings
 
 FORMATS = ("table", "json", "csv", "html")
 
@@ -164,7 +166,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return most_severe(codes)
 
 
-def _plan_one(args: argparse.Namespace, policy: Any) -> Any:
+def _plan_one(args: argparse.Namespace, policy: Policy) -> RunReport:
     from engine.bootstrap import plan_document_of, run_policy
     from engine.render.text import render_run_footer
     from engine.runs.service import RunSettings
@@ -303,7 +305,7 @@ def cmd_review_reject(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _send_settings(args: argparse.Namespace) -> Any:
+def _send_settings(args: argparse.Namespace) -> RunSettings:
     from engine.runs.service import RunSettings
 
     return RunSettings(

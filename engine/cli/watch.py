@@ -31,6 +31,7 @@ from engine.cli.shared import (
 
 if TYPE_CHECKING:
     from engine.observe.notify import Notifier
+    from engine.observe.progress import BarProgress, PeriodicProgress
     from engine.runs.summary import RunSummary
 
 LOG_FORMAT_ENV = "AUTOAPPROVE_LOG_FORMAT"
@@ -120,7 +121,7 @@ def configure_output(args: argparse.Namespace, env: dict[str, str]) -> None:
     shared.set_stderr_json(log_format is LogFormat.JSON)
 
 
-def progress_for(program: str | None, *, bars: bool) -> Any:
+def progress_for(program: str | None, *, bars: bool) -> BarProgress | PeriodicProgress:
     """A tqdm bar on a terminal (``bars``), plain lines otherwise, events in JSON logs."""
     from engine.observe.progress import BarProgress, PeriodicProgress, line_writer, progress_events
 

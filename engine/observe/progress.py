@@ -19,10 +19,11 @@ from typing import Any, TextIO
 from tqdm import tqdm
 
 from engine.observe.logs import log_event
+from engine.runs.states import Stage
 
 __all__ = ["BarProgress", "PeriodicProgress", "ProgressSnapshot", "line_writer", "progress_events"]
 
-_UNITS = {"applying": "changes"}
+_UNITS: dict[str, str] = {Stage.APPLYING: "changes"}
 _DEFAULT_UNIT = "enrollments"
 
 

@@ -12,6 +12,10 @@ from typing import Any
 from engine.policy.decision import Action, Decision
 from engine.policy.explain import Explanation
 from engine.policy.testfile import TestFileResult
+from engine.runs.plans import PlanDocument
+from engine.runs.records import DecisionRecord, PolicyVersionRecord, ReviewRecord, RunRecord
+from engine.runs.report import ApplyReport, RunReport
+from engine.runs.states import ChangeState, RunMode
 
 DECISION_KEYS = (
     "enrollment_id", "current_status", "status", "reason", "rule_id", "group_ids",
@@ -163,11 +167,11 @@ def _compact(expression: Any) -> str:
     return _clip(json.dumps(expression, separators=(",", ":")), 100)
 
 
-# --- stored runs and decisions (records come from the store; duck-typed here) -----------
+# --- runs, plans and stored decisions (the records the store hands back) -----------------
 
 
-def render_run_footer(report: Any) -> str:
-    mode = "live" if report.live else ("plan" if getattr(report, "plan_id", None) else "dry run")
+def render_run_footer(report: RunReport) -> str:
+    mode = RunMode.LIVE.value if report.live else (RunMode.PLAN.value if report.plan_id else "dry run")
     lines = [f"Run {report.run_id} ({mode}, {report.program_id}): {report.outcome}"]
     if report.message:
         lines.append(f"  {report.message}")
@@ -189,7 +193,7 @@ def render_run_footer(report: Any) -> str:
             lines.append(f"{report.awaiting_approval} changes await approval: autoapprove review")
     else:
         needed = report.needed
-        if getattr(report, "plan_id", None):
+        if report.plan_id:
             lines.append(f"  {needed} change(s) saved in the plan; nothing was sent")
         else:
             lines.append(f"  {needed} change(s) would be sent; nothing was sent (dry run)")
@@ -198,7 +202,7 @@ def render_run_footer(report: Any) -> str:
     return "\n".join(lines)
 
 
-def render_plan_summary(document: Any) -> str:
+def render_plan_summary(document: PlanDocument) -> str:
     """What ``apply`` asks about: the plan, its policy, its changes by transition."""
     counts: Counter[str] = Counter()
     for change in document.changes:
@@ -217,8 +221,8 @@ def render_plan_summary(document: Any) -> str:
     return "\n".join(lines)
 
 
-def render_apply_report(report: Any) -> str:
-    what = f"apply plan {report.plan_id}" if report.plan_id else "approve"
+def render_apply_report(report: ApplyReport) -> str:
+    what = f"apply plan {report.plan_id}" if report.plan_id else RunMode.APPROVE.value
     lines = [f"Run {report.run_id} ({what}, {report.program_id}, by {report.by}): {report.outcome}"]
     if report.message:
         lines.append(f"  {report.message}")
@@ -238,7 +242,7 @@ REVIEW_KEYS = (
 )  # fmt: skip
 
 
-def review_item(record: Any) -> dict[str, Any]:
+def review_item(record: ReviewRecord) -> dict[str, Any]:
     """The public shape of a waiting change in JSON and CSV output."""
     return {
         "id": record.decision_id,
@@ -254,7 +258,7 @@ def review_item(record: Any) -> dict[str, Any]:
     }
 
 
-def render_review_queue(records: Sequence[Any], fmt: str = "table") -> str:
+def render_review_queue(records: Sequence[ReviewRecord], fmt: str = "table") -> str:
     items = [review_item(record) for record in records]
     if fmt == "json":
         return json.dumps(items, indent=2)
@@ -282,7 +286,7 @@ def render_review_queue(records: Sequence[Any], fmt: str = "table") -> str:
     return "\n".join(lines)
 
 
-def render_runs(runs: Sequence[Any]) -> str:
+def render_runs(runs: Sequence[RunRecord]) -> str:
     if not runs:
         return "(no runs yet)"
     rows: list[tuple[str, ...]] = [("RUN", "STARTED", "PROGRAM", "MODE", "OUTCOME", "CHANGES")]
@@ -296,19 +300,18 @@ def render_runs(runs: Sequence[Any]) -> str:
     return "\n".join(_columns(rows))
 
 
-def _run_mode(run: Any) -> str:
+def _run_mode(run: RunRecord) -> str:
     """``live``; ``plan 12``; ``apply plan 12 by alice``; ``approve by bob``."""
-    mode = str(run.mode)
-    plan_id = getattr(run, "plan_id", None)
-    if mode == "plan" and plan_id:
-        return f"plan {plan_id}"
-    if mode in ("apply", "approve"):
+    mode, plan_id = run.mode, run.plan_id
+    if mode == RunMode.PLAN and plan_id:
+        return f"{mode} {plan_id}"
+    if mode in (RunMode.APPLY, RunMode.APPROVE):
         target = f" plan {plan_id}" if plan_id else ""
-        return f"{mode}{target} by {getattr(run, 'applied_by', None) or '?'}"
-    return mode
+        return f"{mode}{target} by {run.applied_by or '?'}"
+    return str(mode)
 
 
-def render_history(records: Sequence[Any]) -> str:
+def render_history(records: Sequence[DecisionRecord]) -> str:
     lines = [f"Enrollment {records[0].decision.enrollment_id}: {len(records)} decision(s)"]
     for record in records:
         decision = record.decision
@@ -320,7 +323,8 @@ def render_history(records: Sequence[Any]) -> str:
         if record.planned_patch:
             lines.append(f"      planned PATCH {json.dumps(record.planned_patch, sort_keys=True)}")
         if record.reviewed_by:
-            verdict = "refused" if str(record.change_state) == "refused" else "approved"
+            refused = record.change_state == ChangeState.REFUSED
+            verdict = ChangeState.REFUSED.value if refused else "approved"
             when = f"{record.reviewed_at:%Y-%m-%d %H:%M:%S}" if record.reviewed_at else "?"
             note = f": {record.review_note}" if record.review_note else ""
             lines.append(f"      {verdict} by {record.reviewed_by} at {when} (change {record.id}){note}")
@@ -338,7 +342,7 @@ def render_history(records: Sequence[Any]) -> str:
     return "\n".join(lines)
 
 
-def render_stored_decision(record: Any, version: Any) -> str:
+def render_stored_decision(record: DecisionRecord, version: PolicyVersionRecord | None) -> str:
     decision = record.decision
     policy = "unknown policy"
     if version is not None:
@@ -353,6 +357,7 @@ def render_stored_decision(record: Any, version: Any) -> str:
     for trace in decision.trace:
         mark = "MATCH" if trace.matched else "no match"
         lines.append(f"  {trace.kind} {trace.rule_id}: {mark} {json.dumps(trace.reads, default=str)}")
-    state = "dry run: nothing was sent" if str(record.run_mode) == "dry_run" else str(record.change_state)
+    dry = record.run_mode == RunMode.DRY_RUN
+    state = "dry run: nothing was sent" if dry else str(record.change_state)
     lines.append(f"  change: {state}" + (f": {record.error_message}" if record.error_message else ""))
     return "\n".join(lines)

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
+from types import TracebackType
 from typing import Any
 
 from engine.errors import ApiAuthError, ApiError, AutoapproveError, InputError, RunAborted
@@ -39,7 +40,14 @@ from engine.runs.plans import (
 from engine.runs.ports import FlipApi, Outcome, PlannedChangeLike, ProgramLockLike, ReviewStore
 from engine.runs.records import DecisionRecord, PlanRecord, ReviewRecord, RunCounts
 from engine.runs.report import ApplyReport
-from engine.runs.service import INTERRUPTED_MESSAGE, ChangeCheck, RunService, RunSettings, patch_is_applied
+from engine.runs.service import (
+    INTERRUPTED_MESSAGE,
+    ChangeCheck,
+    ProgressCallback,
+    RunService,
+    RunSettings,
+    patch_is_applied,
+)
 from engine.runs.states import AMBIGUOUS_STATES, OPEN_STATES, ChangeState, PlanState, RunMode, RunOutcome
 
 __all__ = ["ApplyReport", "PlanRefused", "ReviewApplier", "ReviewStore", "plan_document"]
@@ -126,7 +134,7 @@ class ReviewApplier:
         settings: RunSettings,
         *,
         lock_factory: LockFactory,
-        progress: Callable[[str, int, int], None] | None = None,
+        progress: ProgressCallback | None = None,
         stop: threading.Event | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -420,7 +428,9 @@ class _Finishing(AbstractContextManager[None]):
     def __init__(self, store: ReviewStore, report: ApplyReport, token: int, stop: threading.Event) -> None:
         self.store, self.report, self.token, self.stop = store, report, token, stop
 
-    def __exit__(self, kind: Any, exc: Any, _tb: Any) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, _tb: TracebackType | None
+    ) -> None:
         report = self.report
         if exc is None:
             report.outcome = RunOutcome.INTERRUPTED if self.stop.is_set() else RunOutcome.COMPLETED

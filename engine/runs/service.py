@@ -34,7 +34,7 @@ from engine.runs.review import sort_for_review
 from engine.runs.spool import DecisionSpool
 from engine.runs.states import AMBIGUOUS_STATES, ChangeState, RunMode, RunOutcome, Stage
 
-ProgressCallback = Callable[[str, int, int], None]
+ProgressCallback = Callable[[Stage, int, int], None]
 # Sees each raw enrollment with its decision as the list streams in (the HTML report explains
 # them there: the run keeps no raw enrollment).
 EvaluatedCallback = Callable[[dict[str, Any], Decision], None]

@@ -59,7 +59,7 @@ class ReviewQueue(StoreBase):
     def approve(self, decision_ids: Sequence[int], reviewed_by: str, *, fencing_token: int | None) -> None:
         """Waiting changes become ``planned``, approved by ``reviewed_by`` (all or nothing)."""
         values = {"change_state": ChangeState.PLANNED.value, "reviewed_by": storable_text(reviewed_by)}
-        self._review(decision_ids, values, "approve", fencing_token)
+        self._review(decision_ids, values, "could not approve the changes", fencing_token)
 
     def refuse(
         self, decision_ids: Sequence[int], reviewed_by: str, note: str | None, *, fencing_token: int | None
@@ -70,10 +70,10 @@ class ReviewQueue(StoreBase):
             "reviewed_by": storable_text(reviewed_by),
             "review_note": storable_or_none(note),
         }
-        self._review(decision_ids, values, "refuse", fencing_token)
+        self._review(decision_ids, values, "could not refuse the changes", fencing_token)
 
     def _review(
-        self, decision_ids: Sequence[int], values: dict[str, Any], verb: str, fencing_token: int | None
+        self, decision_ids: Sequence[int], values: dict[str, Any], failure: str, fencing_token: int | None
     ) -> None:
         ids = sorted(set(decision_ids))
         if not ids:
@@ -85,7 +85,7 @@ class ReviewQueue(StoreBase):
             .values({**values, "reviewed_at": now, "updated_at": now})
         )
         owners = self._decision_owners(ids, fencing_token)
-        with database_errors(f"could not {verb} the changes"), fenced(self._engine, *owners) as connection:
+        with database_errors(failure), fenced(self._engine, *owners) as connection:
             moved = connection.execute(statement).rowcount
             if moved != len(ids):  # raising rolls the whole transaction back
                 raise StoreError(f"only {moved} of {len(ids)} changes were waiting for approval")
