@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 from engine.policy.decision import Decision  # noqa: E402
 from engine.policy.document import load_policy  # noqa: E402
 from engine.policy.evaluator import Evaluator  # noqa: E402
+from engine.runs.patch import planned_body  # noqa: E402
 from engine.sandbox.generator import generate_enrollments  # noqa: E402
 from engine.store import Store, resolve_db_url  # noqa: E402
 
@@ -64,7 +65,7 @@ def make_decisions(count: int) -> list[Decision]:
 
 def describe(decisions: list[Decision]) -> str:
     actions = Counter(decision.action.value for decision in decisions)
-    with_bodies = sum(1 for decision in decisions if decision.patch() is not None)
+    with_bodies = sum(1 for decision in decisions if planned_body(decision)[0] is not None)
     warned = sum(1 for decision in decisions if decision.warnings)
     traced = sum(1 for decision in decisions if decision.trace)
     shares = ", ".join(f"{action} {n / len(decisions):.0%}" for action, n in sorted(actions.items()))

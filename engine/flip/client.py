@@ -59,7 +59,7 @@ from engine.errors import (
     InputError,
 )
 from engine.flip.listing import follow_pages
-from engine.flip.models import ApiErrorBody, Enrollment, EnrollmentPatch, Group, GroupCreate
+from engine.flip.models import ApiErrorBody, EnrollmentPatch, Group, GroupCreate
 from engine.flip.throttle import Throttle
 
 __all__ = ["DEFAULT_BASE_URL", "SANDBOX_BASE_URL", "ApiSettings", "FlipClient", "Secret"]
@@ -258,9 +258,12 @@ def _model(model: type[_M], data: Any, what: str) -> _M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        # Only where it failed, never the values (they hold personal data).
-        places = ", ".join(".".join(map(str, e["loc"])) or "<root>" for e in exc.errors()[:5])
-        raise ApiResponseError(f"{what}: unexpected answer shape at {places}") from exc
+        raise ApiResponseError(f"{what}: unexpected answer shape at {_places(exc)}") from exc
+
+
+def _places(exc: ValidationError) -> str:
+    """Where validation failed, never the values (they hold personal data)."""
+    return ", ".join(".".join(map(str, e["loc"])) or "<root>" for e in exc.errors()[:5])
 
 
 def _json(response: httpx.Response, what: str) -> Any:
@@ -356,7 +359,7 @@ class FlipClient:
 
         A truncated or malformed answer raises ``ApiResponseError`` *while iterating*,
         possibly after some enrollments were yielded: drain the iterator completely
-        before acting on what it gave (or use :meth:`list_enrollment_dicts`).
+        before acting on what it gave (``list(...)`` does).
         """
         self._local.attempts = 0
         what = f"GET /v1/enrollments?program_id={program_id}"
@@ -369,28 +372,22 @@ class FlipClient:
 
         yield from follow_pages(open_page, what, self._transport_text)
 
-    def list_enrollment_dicts(self, program_id: str) -> list[dict[str, Any]]:
-        """Every enrollment of ``program_id`` as raw dicts, fully read before returning."""
-        return list(self.iter_enrollment_dicts(program_id))
-
-    def list_enrollments(self, program_id: str) -> list[Enrollment]:
-        what = f"GET /v1/enrollments?program_id={program_id}"
-        return [_model(Enrollment, d, what) for d in self.iter_enrollment_dicts(program_id)]
-
     def get_enrollment_dict(self, enrollment_id: str) -> dict[str, Any]:
         path = _enrollment_path(enrollment_id)
         return _json_object(self._call("GET", path), f"GET {path}")
 
-    def get_enrollment(self, enrollment_id: str) -> Enrollment:
-        data = self.get_enrollment_dict(enrollment_id)
-        return _model(Enrollment, data, f"GET {_enrollment_path(enrollment_id)}")
-
-    def update_enrollment(self, enrollment_id: str, patch: EnrollmentPatch) -> dict[str, Any]:
+    def update_enrollment(self, enrollment_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """PATCH one enrollment; returns the enrollment as the API answered after the change.
 
-        Retried like a read: the body sets absolute values, so sending it twice is safe.
+        ``body`` is checked against the wire model first (``InputError`` when it does not
+        fit: nothing is sent). Retried like a read: the body sets absolute values, so
+        sending it twice is safe.
         """
         path = _enrollment_path(enrollment_id)
+        try:
+            patch = EnrollmentPatch.model_validate(body)
+        except ValidationError as exc:
+            raise InputError(f"PATCH {path}: not a valid body at {_places(exc)}") from exc
         response = self._call("PATCH", path, body=patch.body())
         return _json_object(response, f"PATCH {path}")
 

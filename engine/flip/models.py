@@ -7,27 +7,29 @@ kept, open ``attributes``/``configuration``, any device type); strict where we s
 
 from __future__ import annotations
 
-from enum import StrEnum
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
+# The statuses and group ids are the policy core's words; the wire models use them as they are.
+from engine.policy.statuses import GROUP_ID_PATTERN, EnrollmentStatus, GroupId
 
-class EnrollmentStatus(StrEnum):
-    """The statuses the API documents for an enrollment."""
-
-    CREATED = "CREATED"
-    ACTIVE = "ACTIVE"
-    NEEDS_ACTION = "NEEDS_ACTION"
-    PENDING = "PENDING"
-    REJECTED = "REJECTED"
-    UNENROLLED = "UNENROLLED"
-    SUBMITTED = "SUBMITTED"
-    PAUSED = "PAUSED"
-
-
-GROUP_ID_PATTERN = r"^[\w-]+$"
-GroupId = Annotated[str, StringConstraints(pattern=GROUP_ID_PATTERN, min_length=1)]
+__all__ = [
+    "GROUP_ID_PATTERN",
+    "ApiErrorBody",
+    "ApiErrorItem",
+    "ApiErrorLocation",
+    "Device",
+    "Enrollment",
+    "EnrollmentList",
+    "EnrollmentPatch",
+    "EnrollmentStatus",
+    "Group",
+    "GroupCreate",
+    "GroupId",
+    "ProgramSpecificAttribute",
+    "Site",
+]
 
 
 class _Lenient(BaseModel):

@@ -6,8 +6,6 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from engine.flip.models import EnrollmentPatch, EnrollmentStatus
-
 
 class Action(StrEnum):
     """What a decision asks of the API."""
@@ -74,17 +72,6 @@ class Decision:
         if self.groups_change:
             return f"{self.current_status} (groups only)"
         return f"{self.current_status} (unchanged)"
-
-    def patch(self) -> EnrollmentPatch | None:
-        """The PATCH body this decision needs, or ``None`` when nothing must be sent."""
-        if self.action is not Action.UPDATE:
-            return None
-        status = EnrollmentStatus(self.status) if self.status_changes and self.status else None
-        return EnrollmentPatch(
-            status=status,
-            status_reason=self.reason if status is not None else None,
-            group_ids=list(self.group_ids) if self.groups_change else None,
-        )
 
     def outcome(self) -> dict[str, Any]:
         """What was decided, the fields diffs compare and test cases expect."""

@@ -24,7 +24,6 @@ from pydantic import (
 )
 
 from engine.errors import PolicyError, Problem, SourceLocation
-from engine.flip.models import EnrollmentStatus, GroupId
 from engine.policy.decision import DEFAULT_RULE_ID, Action, Decision
 from engine.policy.logic import (
     Condition,
@@ -36,6 +35,7 @@ from engine.policy.logic import (
     root_paths,
 )
 from engine.policy.schema import JsonLogic, with_condition_definitions
+from engine.policy.statuses import EnrollmentStatus, GroupId, not_a_status
 from engine.policy.yamlsafe import KEY_MARKER, MAX_YAML_BYTES, LoadedYaml, YamlPath, load_yaml
 
 RuleId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+$", min_length=1, max_length=100)]
@@ -360,8 +360,7 @@ def _problem(loaded: LoadedYaml, source: str, error: Any) -> Problem:
     if error["type"] == "extra_forbidden":
         message = "unknown key"
     elif error["type"] == "enum":
-        allowed = ", ".join(s.value for s in EnrollmentStatus)
-        message = f"{error['input']!r} is not a Flip status (one of {allowed})"
+        message = not_a_status(error["input"])
     elif error["type"] == "string_pattern_mismatch":
         message = f"{error['input']!r} must be letters, digits, '-' or '_'"
     return Problem(SourceLocation(source, line, column), f"{where}: {message}")

@@ -21,11 +21,11 @@ from datetime import datetime
 from typing import Any
 
 from engine.errors import InputError
-from engine.flip.models import EnrollmentStatus
 from engine.policy.coverage import HitCounter, RuleHits
 from engine.policy.decision import DEFAULT_RULE_ID, Action, Decision
 from engine.policy.document import Policy
 from engine.policy.evaluator import Evaluator
+from engine.policy.statuses import STATUS_VALUES, EnrollmentStatus, not_a_status
 
 DEFAULT_DECIDED = ("ACTIVE", "REJECTED", "NEEDS_ACTION")
 NO_DECISION = "none"
@@ -35,13 +35,11 @@ DATA_NOTE = "Enrollments are evaluated as they are now: their data may have chan
 
 def parse_statuses(text: str, option: str = "--decided") -> tuple[str, ...]:
     """``ACTIVE,REJECTED`` as Flip statuses, in order, without repeats; ``InputError`` otherwise."""
-    known = {status.value for status in EnrollmentStatus}
     found: list[str] = []
     for part in text.split(","):
         name = part.strip().upper()
-        if name not in known:
-            allowed = ", ".join(status.value for status in EnrollmentStatus)
-            raise InputError(f"{option}: {part.strip()!r} is not a Flip status (one of {allowed})")
+        if name not in STATUS_VALUES:
+            raise InputError(f"{option}: {not_a_status(part.strip())}")
         if name not in found:
             found.append(name)
     return tuple(found)

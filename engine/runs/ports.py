@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from engine.flip.models import EnrollmentPatch, Group
 from engine.policy.decision import Decision
 from engine.runs.records import DecisionRecord, PlanRecord, PolicyVersionRecord, ReviewRecord, RunCounts
 from engine.runs.states import ChangeState, RunMode, RunOutcome
@@ -42,16 +41,25 @@ class Outcome:
     error_message: str | None = None
 
 
+class GroupLike(Protocol):
+    """A program's group as the API lists it."""
+
+    @property
+    def id(self) -> str | None: ...
+
+
 class FlipApi(Protocol):
     def iter_enrollment_dicts(self, program_id: str) -> Iterator[dict[str, Any]]: ...
 
     def get_enrollment_dict(self, enrollment_id: str) -> dict[str, Any]: ...
 
-    def update_enrollment(self, enrollment_id: str, patch: EnrollmentPatch) -> dict[str, Any]: ...
+    def update_enrollment(self, enrollment_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Send a PATCH body (``engine.runs.patch``); the enrollment as the API answered."""
+        ...
 
-    def list_groups(self, program_id: str) -> list[Group]: ...
+    def list_groups(self, program_id: str) -> Sequence[GroupLike]: ...
 
-    def ensure_group(self, program_id: str, group_id: str, name: str) -> tuple[Group, bool]: ...
+    def ensure_group(self, program_id: str, group_id: str, name: str) -> tuple[GroupLike, bool]: ...
 
     @property
     def last_attempts(self) -> int:

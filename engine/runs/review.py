@@ -23,8 +23,9 @@ from typing import Any, Protocol
 
 from engine.policy.decision import Decision
 from engine.policy.document import Policy
+from engine.runs.patch import comparable_body, patch_body
 
-__all__ = ["QueueSort", "ReviewedChangeLike", "comparable_body", "decision_body", "sort_for_review"]
+__all__ = ["QueueSort", "ReviewedChangeLike", "decision_body", "sort_for_review"]
 
 
 class ReviewedChangeLike(Protocol):
@@ -69,18 +70,11 @@ class QueueSort:
         return {*self.queued, *self.kept, *self.blocked}
 
 
-def comparable_body(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A PATCH body with its group ids sorted: the API keeps them as a set."""
-    result = dict(body)
-    if isinstance(result.get("group_ids"), list):
-        result["group_ids"] = sorted(result["group_ids"])
-    return result
-
-
 def decision_body(decision: Decision) -> dict[str, Any]:
-    """The PATCH body a decision asks for (empty when it asks for none)."""
-    patch = decision.patch()
-    return comparable_body(patch.body()) if patch is not None else {}
+    """The PATCH body a decision asks for, group ids sorted (empty when it asks for none or
+    for one the API would refuse: that change is recorded as failed, never queued)."""
+    body, _problem = patch_body(decision)
+    return comparable_body(body)
 
 
 def sort_for_review(

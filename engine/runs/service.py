@@ -23,11 +23,11 @@ from itertools import islice
 from typing import Any, TypeVar
 
 from engine.errors import ApiAuthError, ApiError, ApiRetryableError, AutoapproveError, RunAborted
-from engine.flip.models import EnrollmentPatch
 from engine.policy.decision import Action, Decision
 from engine.policy.document import Policy
 from engine.policy.evaluator import Evaluator
 from engine.runs.digest import decision_digest
+from engine.runs.patch import patch_body
 from engine.runs.ports import DecisionStore, FlipApi, Outcome, PlannedChangeLike, ProgramLockLike
 from engine.runs.report import HeldChange, RunReport
 from engine.runs.review import sort_for_review
@@ -517,8 +517,8 @@ class RunService:
         if status not in self.policy.applies_to:
             return f"status changed to {status} since it was listed (a person's decision is kept)"
         again = self._evaluator.evaluate(fresh)
-        patch = again.patch()
-        if patch is None or patch.body() != change.body:
+        body, problem = patch_body(again)
+        if problem is not None or body != change.body:
             return "the enrollment changed since it was listed; re-planned on the next run"
         return None
 
@@ -610,9 +610,7 @@ class _Applier:
     def patch(self, change: PlannedChangeLike) -> Outcome:
         self.service.crash_point(ChangeState.IN_FLIGHT)  # the step right before its PATCH
         try:
-            self.service.api.update_enrollment(
-                change.enrollment_id, EnrollmentPatch.model_validate(change.body)
-            )
+            self.service.api.update_enrollment(change.enrollment_id, change.body)
         except ApiAuthError as exc:
             self.auth_error = exc
             return self.failure(change, exc, ChangeState.FAILED_RETRYABLE, self.http_attempts())

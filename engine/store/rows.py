@@ -1,12 +1,11 @@
-"""Decision rows: the change key, the PATCH body, and rows encoded and inserted in bulk
-(``executemany`` on SQLite, ``COPY`` on PostgreSQL).
+"""Decision rows: the change key, the planned PATCH body (``engine.runs.patch``), and rows
+encoded and inserted in bulk (``executemany`` on SQLite, ``COPY`` on PostgreSQL).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable, Iterable, Mapping
 from json.encoder import encode_basestring_ascii
 from typing import Any
@@ -15,9 +14,9 @@ from sqlalchemy import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 
 from engine.errors import StoreError
-from engine.flip.models import EnrollmentStatus
 from engine.policy.decision import Action, Decision
 from engine.runs.digest import decision_digest
+from engine.runs.patch import comparable_body, planned_body
 from engine.runs.states import ChangeState
 from engine.store.schema import DecisionRow
 from engine.store.storable import storable_parts
@@ -31,62 +30,10 @@ def change_key(program_id: str, enrollment_id: str, body: Mapping[str, Any]) -> 
     The sha256 of canonical JSON of the program, the enrollment and the PATCH body (with
     group ids sorted: the API keeps a set). Equal keys mean the same change.
     """
-    desired = dict(body)
-    if isinstance(desired.get("group_ids"), list):
-        desired["group_ids"] = sorted(desired["group_ids"])
     canonical = _CANONICAL.encode(
-        {"program_id": program_id, "enrollment_id": enrollment_id, "desired": desired}
+        {"program_id": program_id, "enrollment_id": enrollment_id, "desired": comparable_body(body)}
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-# -- The PATCH body of an update ------------------------------------------------------
-# ``Decision.patch()`` validates the body with pydantic (``EnrollmentPatch``), which costs
-# more than everything else about a row. Most bodies are plainly valid: a documented status
-# and group ids of ASCII word characters. Those are built here directly, exactly as
-# ``EnrollmentPatch.body()`` would build them; anything else goes through pydantic, so a
-# status or group id the API would refuse is still refused, with pydantic's message.
-
-_STATUS_VALUES = frozenset(status.value for status in EnrollmentStatus)
-# A subset of the API's pattern for group ids (``GROUP_ID_PATTERN``, ``^[\w-]+$``).
-_PLAIN_GROUP_ID = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def _plain_body(decision: Decision) -> dict[str, Any] | None:
-    """``decision.patch().body()`` for an ``update`` whose values need no pydantic check,
-    else ``None`` (then ask pydantic)."""
-    body: dict[str, Any] = {}
-    if decision.status_changes and decision.status:
-        status, reason = decision.status, decision.reason
-        if type(status) is not str or status not in _STATUS_VALUES:
-            return None
-        body["status"] = status
-        if reason is not None:
-            if type(reason) is not str:
-                return None
-            body["status_reason"] = reason
-    if decision.groups_change:
-        group_ids = list(decision.group_ids)
-        if not all(type(group_id) is str and _PLAIN_GROUP_ID.fullmatch(group_id) for group_id in group_ids):
-            return None
-        body["group_ids"] = group_ids
-    return body
-
-
-def planned_body(decision: Decision) -> tuple[dict[str, Any] | None, str | None]:
-    """The PATCH body of an ``update`` decision, or why none can be sent."""
-    if decision.action is not Action.UPDATE:
-        return None, None
-    if not decision.enrollment_id:
-        return None, "the decision has no enrollment id to send a change to"
-    body = _plain_body(decision)
-    if body is None:
-        try:
-            patch = decision.patch()
-        except ValueError as exc:  # pydantic refuses a status or group id the API would refuse
-            return None, f"no valid PATCH body: {exc}"
-        body = patch.body() if patch is not None else {}
-    return (body or None), None
 
 
 # -- Decision rows, built and inserted in bulk ----------------------------------------

@@ -19,7 +19,7 @@ import pytest
 
 from engine.errors import ApiAuthError, ApiError, ApiResponseError, ApiRetryableError, InputError
 from engine.flip.client import DEFAULT_BASE_URL, ApiSettings, FlipClient, Secret
-from engine.flip.models import Enrollment, EnrollmentPatch, EnrollmentStatus, Group, GroupCreate
+from engine.flip.models import Group, GroupCreate
 from engine.sandbox.generator import CA_EV_PROGRAM, TX_BATTERY_PROGRAM
 from engine.sandbox.simulator import Simulator
 
@@ -51,11 +51,12 @@ def _mock_client(
 
 
 def test_lists_every_enrollment_as_sent(simulator: Simulator, api_client: FlipClient) -> None:
-    assert api_client.list_enrollment_dicts(TX_BATTERY_PROGRAM) == simulator.enrollments(TX_BATTERY_PROGRAM)
+    assert list(api_client.iter_enrollment_dicts(TX_BATTERY_PROGRAM)) == simulator.enrollments(
+        TX_BATTERY_PROGRAM
+    )
     assert api_client.last_attempts == 1
-    models = api_client.list_enrollments(CA_EV_PROGRAM)
-    assert all(isinstance(m, Enrollment) for m in models)
-    assert [m.id for m in models] == simulator.enrollment_ids(CA_EV_PROGRAM)
+    ids = [enrollment["id"] for enrollment in api_client.iter_enrollment_dicts(CA_EV_PROGRAM)]
+    assert ids == simulator.enrollment_ids(CA_EV_PROGRAM)
 
 
 def test_lists_2000_enrollments(fake_time: FakeTime) -> None:
@@ -70,7 +71,7 @@ def test_lists_2000_enrollments(fake_time: FakeTime) -> None:
 def test_follows_pages_of_the_simulator(fake_time: FakeTime) -> None:
     with Simulator(sim_config(page_size=7)) as sim:
         with FlipClient(client_settings(sim), sleep=fake_time.sleep, clock=fake_time.monotonic) as client:
-            dicts = client.list_enrollment_dicts(TX_BATTERY_PROGRAM)
+            dicts = list(client.iter_enrollment_dicts(TX_BATTERY_PROGRAM))
             assert client.last_attempts == 8
         assert dicts == sim.enrollments(TX_BATTERY_PROGRAM)
         assert [r.query.rsplit("cursor=", 1)[-1] for r in sim.request_log()][1:] == [
@@ -104,7 +105,7 @@ def test_a_repeating_cursor_is_refused(fake_time: FakeTime) -> None:
         return httpx.Response(200, json={"enrollments": [{"id": "a"}], "next_cursor": "same"})
 
     with _mock_client(handler, fake_time) as client, pytest.raises(ApiResponseError, match="repeats"):
-        client.list_enrollment_dicts("prog-x")
+        list(client.iter_enrollment_dicts("prog-x"))
 
 
 @pytest.mark.parametrize(
@@ -119,7 +120,7 @@ def test_a_repeating_cursor_is_refused(fake_time: FakeTime) -> None:
 )
 def test_list_bodies_that_are_fine(fake_time: FakeTime, body: bytes, expected: list[Any]) -> None:
     with _mock_client(lambda r: httpx.Response(200, content=body), fake_time) as client:
-        assert client.list_enrollment_dicts("prog-x") == expected
+        assert list(client.iter_enrollment_dicts("prog-x")) == expected
 
 
 @pytest.mark.parametrize(
@@ -130,7 +131,7 @@ def test_list_bodies_that_are_fine(fake_time: FakeTime, body: bytes, expected: l
 def test_list_bodies_that_are_not_understood(fake_time: FakeTime, body: bytes) -> None:
     with _mock_client(lambda r: httpx.Response(200, content=body), fake_time) as client:
         with pytest.raises(ApiResponseError):
-            client.list_enrollment_dicts("prog-x")
+            list(client.iter_enrollment_dicts("prog-x"))
         assert client.last_attempts == 1
 
 
@@ -140,21 +141,20 @@ def test_cut_or_malformed_list_raises_response_error(
 ) -> None:
     simulator.script("GET", r"^/v1/enrollments$", fault)
     with pytest.raises(ApiResponseError, match=r"cut off|malformed"):
-        api_client.list_enrollment_dicts(TX_BATTERY_PROGRAM)
-    assert api_client.list_enrollment_dicts(TX_BATTERY_PROGRAM) == simulator.enrollments(TX_BATTERY_PROGRAM)
+        list(api_client.iter_enrollment_dicts(TX_BATTERY_PROGRAM))
+    assert list(api_client.iter_enrollment_dicts(TX_BATTERY_PROGRAM)) == simulator.enrollments(
+        TX_BATTERY_PROGRAM
+    )
 
 
 def test_get_enrollment(simulator: Simulator, api_client: FlipClient) -> None:
     enrollment_id = _first_id(simulator)
     assert api_client.get_enrollment_dict(enrollment_id) == simulator.enrollment(enrollment_id)
-    model = api_client.get_enrollment(enrollment_id)
-    assert isinstance(model, Enrollment)
-    assert model.id == enrollment_id
 
 
 def test_unknown_enrollment_is_a_plain_api_error(simulator: Simulator, api_client: FlipClient) -> None:
     with pytest.raises(ApiError) as excinfo:
-        api_client.get_enrollment("no-such-id")
+        api_client.get_enrollment_dict("no-such-id")
     assert type(excinfo.value) is ApiError
     assert excinfo.value.status_code == 404
     assert excinfo.value.code == "not_found"
@@ -174,18 +174,30 @@ def test_malformed_single_answer_is_not_retried(simulator: Simulator, api_client
 
 def test_update_enrollment(simulator: Simulator, api_client: FlipClient) -> None:
     enrollment_id = _first_id(simulator)
-    patch = EnrollmentPatch(status=EnrollmentStatus.ACTIVE, status_reason="rules", group_ids=["LZ_NORTH"])
-    answer = api_client.update_enrollment(enrollment_id, patch)
+    body = {"status": "ACTIVE", "status_reason": "rules", "group_ids": ["LZ_NORTH"]}
+    answer = api_client.update_enrollment(enrollment_id, body)
     assert answer == simulator.enrollment(enrollment_id)
     assert answer["status"] == "ACTIVE"
     assert answer["site"]["groups"] == [{"id": "LZ_NORTH", "name": "North load zone"}]
     assert simulator.patch_count(enrollment_id) == 1
 
 
+@pytest.mark.parametrize(
+    "body", [{"status": "NOPE"}, {"group_ids": ["has space"]}, {"status_reason": "x", "extra": 1}]
+)
+def test_a_body_outside_the_wire_model_is_refused_and_not_sent(
+    simulator: Simulator, api_client: FlipClient, body: dict[str, object]
+) -> None:
+    enrollment_id = _first_id(simulator)
+    with pytest.raises(InputError, match="not a valid body at"):
+        api_client.update_enrollment(enrollment_id, body)
+    assert simulator.patch_count(enrollment_id) == 0
+
+
 def test_422_is_not_retried_and_its_fields_are_parsed(simulator: Simulator, api_client: FlipClient) -> None:
     enrollment_id = _first_id(simulator)
     with pytest.raises(ApiError) as excinfo:
-        api_client.update_enrollment(enrollment_id, EnrollmentPatch(group_ids=["LZ_NORTH", "NOPE"]))
+        api_client.update_enrollment(enrollment_id, {"group_ids": ["LZ_NORTH", "NOPE"]})
     error = excinfo.value
     assert not isinstance(error, ApiRetryableError)
     assert error.status_code == 422
@@ -203,7 +215,7 @@ def test_patch_is_retried_after_a_timeout_that_applied(simulator: Simulator, fak
     simulator.script("PATCH", enrollment_id, "timeout", after_apply=True)
     settings = client_settings(simulator, timeout_s=0.2)
     with FlipClient(settings, sleep=fake_time.sleep, clock=fake_time.monotonic) as client:
-        answer = client.update_enrollment(enrollment_id, EnrollmentPatch(status=EnrollmentStatus.PAUSED))
+        answer = client.update_enrollment(enrollment_id, {"status": "PAUSED"})
         assert client.last_attempts == 2
     assert answer["status"] == "PAUSED"
     assert simulator.patch_count(enrollment_id) == 2
@@ -403,7 +415,7 @@ def test_a_retry_after_above_the_cap_is_given_back_at_once(
     enrollment_id = _first_id(simulator)
     simulator.script("PATCH", enrollment_id, "429", retry_after=3600)
     with pytest.raises(ApiRetryableError) as excinfo:
-        api_client.update_enrollment(enrollment_id, EnrollmentPatch(status=EnrollmentStatus.ACTIVE))
+        api_client.update_enrollment(enrollment_id, {"status": "ACTIVE"})
     assert excinfo.value.retry_after == 3600
     assert excinfo.value.status_code == 429
     assert fake_time.sleeps == []
@@ -450,7 +462,7 @@ def test_401_is_an_auth_error_and_not_retried(simulator: Simulator, fake_time: F
     settings = client_settings(simulator, api_key=Secret(CANARY))
     with FlipClient(settings, sleep=fake_time.sleep, clock=fake_time.monotonic) as client:
         with pytest.raises(ApiAuthError, match="FLIP_API_KEY") as excinfo:
-            client.list_enrollment_dicts(TX_BATTERY_PROGRAM)
+            list(client.iter_enrollment_dicts(TX_BATTERY_PROGRAM))
         assert client.last_attempts == 1
     assert excinfo.value.status_code == 401
     assert simulator.request_counts() == {"GET": 1}

@@ -19,6 +19,7 @@ from sqlalchemy import create_engine, func, inspect, select
 from engine.policy.decision import Action
 from engine.policy.document import Policy
 from engine.render.text import DECISION_KEYS, render_run_footer, render_table
+from engine.runs.patch import planned_body
 from engine.sandbox.generator import TX_BATTERY_PROGRAM
 from engine.sandbox.simulator import Simulator
 from engine.store import Store, current_revision, head_revision
@@ -146,9 +147,9 @@ def test_history_shows_every_run_of_an_enrollment(
     assert [str(h.run_mode) for h in history] == ["dry_run", "live", "live"]
     assert str(history[1].change_state) == "applied"
     assert history[1].run_started_at <= history[1].applied_at  # type: ignore[operator]
-    patch = changed.patch()
-    assert patch is not None
-    assert history[1].planned_patch == patch.body()
+    body, _problem = planned_body(changed)
+    assert body is not None
+    assert history[1].planned_patch == body
 
 
 def test_missing_groups_are_reported_by_a_dry_run_and_created_once_live(

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
 from engine.errors import StoreError
-from engine.flip.models import EnrollmentStatus
 from engine.policy.decision import Action, Decision, RuleTrace
+from engine.policy.statuses import EnrollmentStatus
+from engine.runs.patch import planned_body
 from engine.store import BATCH_SIZE, ChangeState, Store, change_key
 from engine.store.rows import OUTCOME_COLUMNS, ROW_COLUMNS
 from engine.store.schema import DecisionRow
@@ -41,20 +42,17 @@ updates = st.builds(
 
 
 def expected_outbox(decision: Decision) -> tuple[dict[str, Any] | None, ChangeState, str | None]:
-    """What a live run stores for an update, computed with pydantic alone."""
-    if not decision.enrollment_id:
-        return None, ChangeState.FAILED_PERMANENT, "the decision has no enrollment id to send a change to"
-    try:
-        patch = decision.patch()
-    except ValueError as exc:
-        return None, ChangeState.FAILED_PERMANENT, f"no valid PATCH body: {exc}"
-    body = (patch.body() if patch is not None else {}) or None
+    """What a live run stores for an update: the planned body (``engine.runs.patch``, itself
+    checked against the API's wire model in tests/unit/test_patch.py) or why none."""
+    body, problem = planned_body(decision)
+    if problem is not None:
+        return None, ChangeState.FAILED_PERMANENT, problem
     return body, ChangeState.NONE if body is None else ChangeState.PLANNED, None
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batch=st.lists(updates, min_size=1, max_size=6))
-def test_planned_bodies_are_what_pydantic_builds_and_refusals_stay_refused(
+def test_planned_bodies_are_what_the_builder_plans_and_refusals_stay_refused(
     store: Store, batch: list[Decision]
 ) -> None:
     run_id = store.start_run(PROGRAM, "live", None, T0)

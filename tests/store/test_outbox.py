@@ -6,6 +6,7 @@ import pytest
 
 from engine.errors import ApiError, StoreError
 from engine.policy.decision import Action
+from engine.runs.patch import planned_body
 from engine.store import ChangeState, Store, api_error_locations, change_key
 
 from .conftest import T0, FakeClock, make_decision, unchanged
@@ -34,7 +35,7 @@ def test_updates_are_planned_with_body_and_key_the_rest_are_none(store: Store) -
 
     assert change.enrollment_id == "enr-1"
     assert change.body == {"status": "ACTIVE", "status_reason": "meets every rule", "group_ids": ["zone-a"]}
-    assert change.body == update.patch().body()  # type: ignore[union-attr]
+    assert change.body == planned_body(update)[0]
     assert change.change_key == change_key(PROGRAM, "enr-1", change.body)
     assert change.change_state == ChangeState.PLANNED
     assert change.group_ids == ["zone-a"]

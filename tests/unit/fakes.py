@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from engine.errors import LockHeldError, StoreError
-from engine.flip.models import EnrollmentPatch, Group
 from engine.policy.decision import Action, Decision
 from engine.policy.document import Policy
 from engine.runs.digest import decision_digest
+from engine.runs.patch import planned_body
 from engine.runs.ports import Outcome
 from engine.runs.service import RunService, RunSettings
 
@@ -49,6 +49,14 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         with self._lock:
             self.now += seconds
+
+
+@dataclass(frozen=True)
+class FakeGroup:
+    """A program's group as the fake API lists it."""
+
+    id: str
+    name: str
 
 
 @dataclass
@@ -147,10 +155,10 @@ class FakeFlipApi:
         self._enter("get", enrollment_id)
         return copy.deepcopy(self.enrollments[enrollment_id])
 
-    def update_enrollment(self, enrollment_id: str, patch: EnrollmentPatch) -> dict[str, Any]:
+    def update_enrollment(self, enrollment_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         self._enter("patch", enrollment_id)
         self._local.attempts = self.attempts.get(enrollment_id, 1)
-        body = patch.body()
+        body = dict(body)
         with self._lock:
             self.patches.append((enrollment_id, body))
             self.apply(enrollment_id, body)
@@ -168,17 +176,17 @@ class FakeFlipApi:
         self._revision += 1
         enrollment["updated_at"] = f"2026-11-25T01:00:{self._revision:02d}Z"
 
-    def list_groups(self, program_id: str) -> list[Group]:
+    def list_groups(self, program_id: str) -> list[FakeGroup]:
         self._enter("list_groups", program_id)
-        return [Group(id=g, name=g) for g in self.groups.get(program_id, [])]
+        return [FakeGroup(g, g) for g in self.groups.get(program_id, [])]
 
-    def ensure_group(self, program_id: str, group_id: str, name: str) -> tuple[Group, bool]:
+    def ensure_group(self, program_id: str, group_id: str, name: str) -> tuple[FakeGroup, bool]:
         self._enter("ensure_group", group_id)
         existing = self.groups.setdefault(program_id, [])
         created = group_id not in existing
         if created:
             existing.append(group_id)
-        return Group(id=group_id, name=name), created
+        return FakeGroup(group_id, name), created
 
 
 # --- the program lock -------------------------------------------------------------------------
@@ -395,14 +403,12 @@ class FakeStore:
 
     @staticmethod
     def _planned(decision: Decision, *, live: bool) -> tuple[dict[str, Any], str, str | None]:
-        try:
-            patch = decision.patch()
-        except ValueError as exc:
-            return {}, "failed_permanent" if live else "none", f"no valid PATCH body: {exc}"
-        body = patch.body() if patch is not None else {}
-        if not live or not body or decision.action is not Action.UPDATE:
-            return body, "none", None
-        return body, "planned", None
+        body, problem = planned_body(decision)
+        if not live:
+            return body or {}, "none", problem
+        if problem is not None:
+            return {}, "failed_permanent", problem
+        return (body, "planned", None) if body is not None else ({}, "none", None)
 
     # The review queue and saved plans are covered against the real store
     # (tests/pipeline/test_plans_and_review.py); here the queue is empty.

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from engine.flip.models import EnrollmentStatus
 from engine.policy.decision import Action, Decision, RuleTrace
 from engine.policy.document import Policy, load_policy_text
 from engine.policy.evaluator import Evaluator
+from engine.runs.patch import patch_body
 
 
 def rule(rule_id: str, when: Any, status: str = "ACTIVE", reason: str = "because") -> dict[str, Any]:
@@ -103,17 +103,13 @@ def test_no_rule_and_no_default_leaves_the_status(evaluate: Callable[[Policy, An
     assert (decision.status, decision.reason, decision.rule_id) == (None, None, None)
     assert decision.group_ids == ["TEXAS"]
     assert decision.action is Action.UPDATE
-    patch = decision.patch()
-    assert patch is not None
-    assert patch.status is None
-    assert patch.status_reason is None
-    assert patch.group_ids == ["TEXAS"]
+    assert patch_body(decision) == ({"group_ids": ["TEXAS"]}, None)
     assert decision.transition == "SUBMITTED (groups only)"
 
     unchanged = evaluate(policy, enrollment(groups=["TEXAS"], site={"state_code": "TX"}))
     assert unchanged.status is None
     assert unchanged.action is Action.NONE
-    assert unchanged.patch() is None
+    assert patch_body(unchanged) == ({}, None)
     assert unchanged.transition == "SUBMITTED (unchanged)"
 
 
@@ -138,7 +134,7 @@ def test_status_outside_applies_to_is_skipped(
     assert decision.warnings == []
     assert decision.error is None
     assert decision.updated_at == "2026-11-20T10:00:00Z"
-    assert decision.patch() is None
+    assert patch_body(decision) == ({}, None)
     assert decision.transition == "skip"
 
 
@@ -153,7 +149,7 @@ def test_action_none_when_already_decided(evaluate: Callable[[Policy, Any], Deci
     assert decision.status == "PENDING"
     assert decision.rule_id == "review"
     assert decision.action is Action.NONE
-    assert decision.patch() is None
+    assert patch_body(decision) == ({}, None)
     assert not decision.status_changes
 
 
@@ -162,11 +158,7 @@ def test_action_update_when_the_status_differs(evaluate: Callable[[Policy, Any],
     decision = evaluate(policy, enrollment(status="PENDING", groups=["KEEP"]))
     assert decision.action is Action.UPDATE
     assert decision.transition == "PENDING -> ACTIVE"
-    patch = decision.patch()
-    assert patch is not None
-    assert patch.status is EnrollmentStatus.ACTIVE
-    assert patch.status_reason == "ok"
-    assert patch.group_ids is None
+    assert patch_body(decision) == ({"status": "ACTIVE", "status_reason": "ok"}, None)
 
 
 def test_non_object_enrollment_is_an_error(evaluate: Callable[[Policy, Any], Decision]) -> None:
@@ -234,10 +226,7 @@ def test_removing_a_group_is_an_update(evaluate: Callable[[Policy, Any], Decisio
     assert decision.group_ids == ["B"]
     assert decision.groups_removed == ["A"]
     assert decision.action is Action.UPDATE
-    patch = decision.patch()
-    assert patch is not None
-    assert patch.status is None
-    assert patch.group_ids == ["B"]
+    assert patch_body(decision) == ({"group_ids": ["B"]}, None)
 
 
 def test_reordering_groups_is_not_a_change(evaluate: Callable[[Policy, Any], Decision]) -> None:
@@ -361,7 +350,7 @@ def test_broken_value_is_an_error_decision_naming_the_rule(
     assert decision.current_status == "SUBMITTED"
     assert decision.enrollment_id == "enr-1"
     assert decision.updated_at == "t1"
-    assert decision.patch() is None
+    assert patch_body(decision) == ({}, None)
     assert decision.transition == "error"
 
 

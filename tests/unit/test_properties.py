@@ -18,12 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.errors import PolicyError
-from engine.flip.models import EnrollmentStatus
 from engine.policy.decision import Action, Decision
 from engine.policy.document import Policy, load_policy, load_policy_text
 from engine.policy.evaluator import Evaluator
 from engine.policy.logic import ALLOWED_OPERATORS
+from engine.policy.statuses import EnrollmentStatus
 from engine.policy.yamlsafe import load_yaml
+from engine.runs.patch import patch_body
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
@@ -218,7 +219,7 @@ def check_consistent(policy: Policy, raw: Any, decision: Decision) -> None:
     if decision.action in (Action.SKIP, Action.ERROR):
         assert (decision.status, decision.reason, decision.rule_id) == (None, None, None)
         assert decision.group_ids == current
-        assert decision.patch() is None
+        assert patch_body(decision) == ({}, None)
         assert (decision.action is Action.ERROR) == bool(decision.error)
         return
     assert decision.error is None
@@ -232,7 +233,7 @@ def check_consistent(policy: Policy, raw: Any, decision: Decision) -> None:
     assert decision.groups_removed == [g for g in current if g not in decision.group_ids]
     changes = decision.status_changes or set(decision.group_ids) != set(current)
     assert (decision.action is Action.UPDATE) == changes
-    assert (decision.patch() is not None) == changes
+    assert bool(patch_body(decision)[0]) == changes
 
 
 def as_json(decision: Decision) -> str:
