@@ -18,20 +18,25 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import LockHeldError, StoreError
 from engine.policy.decision import Action, Decision
 from engine.policy.document import Policy
 from engine.runs.digest import decision_digest
 from engine.runs.patch import planned_body
-from engine.runs.ports import Outcome
+from engine.runs.ports import DecisionStore, FlipApi, Outcome, ProgramLockLike
+from engine.runs.records import ReviewRecord, RunCounts
 from engine.runs.service import RunService, RunSettings
-
-OPEN_STATES = frozenset({"planned", "in_flight", "failed_retryable", "deferred"})
-MOVABLE_STATES = OPEN_STATES | {"held"}
-FINAL_STATES = frozenset({"applied", "recovered", "failed_permanent", "superseded"})
-OUTCOME_STATES = FINAL_STATES | {"failed_retryable", "deferred", "held"}
+from engine.runs.states import (
+    FINAL_STATES,
+    MOVABLE_STATES,
+    OPEN_STATES,
+    OUTCOME_STATES,
+    ChangeState,
+    RunMode,
+    RunOutcome,
+)
 
 Hook = Callable[[str, str], None]  # (call, enrollment or program id), before the call acts
 
@@ -267,11 +272,11 @@ class FakeLocks:
 @dataclass
 class StoredRun:
     program_id: str
-    mode: str
+    mode: RunMode
     fencing_token: int | None
     holder: str | None = None
     policy_version_id: int | None = None
-    outcome: str = "running"
+    outcome: RunOutcome = RunOutcome.RUNNING
     counts: dict[str, Any] = field(default_factory=dict)
     message: str | None = None
 
@@ -285,7 +290,7 @@ class StoredChange:
     program_id: str
     decision: Decision
     body: dict[str, Any]
-    change_state: str
+    change_state: ChangeState
     attempts: int = 0
     http_status: int | None = None
     api_error_code: str | None = None
@@ -312,7 +317,7 @@ class ChangeView:
     decision_id: int
     enrollment_id: str
     body: dict[str, Any]
-    change_state: str
+    change_state: ChangeState
     facts_fingerprint: str | None
     enrollment_updated_at: str | None
 
@@ -332,7 +337,7 @@ class FakeStore:
 
     # helpers for tests
 
-    def states(self, run_id: int | None = None) -> dict[str, str]:
+    def states(self, run_id: int | None = None) -> dict[str, ChangeState]:
         """enrollment id -> change state, of one run (default: the newest)."""
         run_id = run_id if run_id is not None else max(self.runs)
         return {c.enrollment_id: c.change_state for c in self.changes.values() if c.run_id == run_id}
@@ -352,13 +357,13 @@ class FakeStore:
         programs = {self.changes[i].program_id for i in decision_ids}
         return programs.pop() if len(programs) == 1 else ""
 
-    def _move(self, decision_id: int, target: str) -> StoredChange:
+    def _move(self, decision_id: int, target: ChangeState) -> StoredChange:
         change = self.changes.get(decision_id)
         if change is None:
             raise StoreError(f"no decision {decision_id}")
         if change.change_state not in MOVABLE_STATES and change.change_state != target:
             raise StoreError(
-                f"decision {decision_id} is {change.change_state!r}: it cannot become {target!r}"
+                f"decision {decision_id} is '{change.change_state}': it cannot become '{target}'"
             )
         return change
 
@@ -374,48 +379,51 @@ class FakeStore:
     def start_run(
         self,
         program_id: str,
-        mode: str,
-        policy_version_id: int,
+        mode: RunMode,
+        policy_version_id: int | None,
         now: datetime,
         *,
         holder: str | None = None,
         fencing_token: int | None = None,
+        plan_id: int | None = None,
+        applied_by: str | None = None,
     ) -> int:
         self._write("start_run", program_id, fencing_token)
         run_id = len(self.runs) + 1
-        self.runs[run_id] = StoredRun(program_id, str(mode), fencing_token, holder, policy_version_id)
+        self.runs[run_id] = StoredRun(program_id, RunMode(mode), fencing_token, holder, policy_version_id)
         return run_id
 
     def add_decisions(
         self, run_id: int, program_id: str, decisions: Iterable[Decision], *, fencing_token: int | None = None
     ) -> None:
         run = self.runs[run_id]
-        if run.outcome != "running":
+        if run.outcome != RunOutcome.RUNNING:
             raise StoreError(f"run {run_id} has already ended ({run.outcome})")
         for decision in decisions:
             self.world.clock.advance(self.step_s)
             self._write("add_decision", program_id, fencing_token)
-            body, state, problem = self._planned(decision, live=run.mode == "live")
+            # A plan's changes wait to be applied, like a live run's.
+            body, state, problem = self._planned(decision, live=run.mode in (RunMode.LIVE, RunMode.PLAN))
             decision_id = len(self.changes) + 1
             self.changes[decision_id] = StoredChange(
                 decision_id, run_id, program_id, decision, body, state, error_message=problem
             )
 
     @staticmethod
-    def _planned(decision: Decision, *, live: bool) -> tuple[dict[str, Any], str, str | None]:
+    def _planned(decision: Decision, *, live: bool) -> tuple[dict[str, Any], ChangeState, str | None]:
         body, problem = planned_body(decision)
         if not live:
-            return body or {}, "none", problem
+            return body or {}, ChangeState.NONE, problem
         if problem is not None:
-            return {}, "failed_permanent", problem
-        return (body, "planned", None) if body is not None else ({}, "none", None)
+            return {}, ChangeState.FAILED_PERMANENT, problem
+        return (body, ChangeState.PLANNED, None) if body is not None else ({}, ChangeState.NONE, None)
 
     # The review queue and saved plans are covered against the real store
     # (tests/pipeline/test_plans_and_review.py); here the queue is empty.
-    def review_queue(self, program_id: str | None = None, **_filters: Any) -> list[Any]:
+    def review_queue(self, program_id: str | None = None, **_filters: Any) -> list[ReviewRecord]:
         return []
 
-    def refused_changes(self, program_id: str) -> list[Any]:
+    def refused_changes(self, program_id: str) -> list[ReviewRecord]:
         return []
 
     def create_plan(self, program_id: str, run_id: int, api_url: str) -> int:
@@ -431,7 +439,11 @@ class FakeStore:
 
     def planned_changes(self, run_id: int) -> list[ChangeView]:
         self.world.log("planned_changes", str(run_id))
-        return [_view(c) for c in self.changes.values() if c.run_id == run_id and c.change_state == "planned"]
+        return [
+            _view(c)
+            for c in self.changes.values()
+            if c.run_id == run_id and c.change_state == ChangeState.PLANNED
+        ]
 
     def open_changes(self, program_id: str, *, before_run_id: int | None = None) -> list[ChangeView]:
         self.world.log("open_changes", program_id)
@@ -439,7 +451,7 @@ class FakeStore:
             run_id
             for run_id, run in self.runs.items()
             if run.program_id == program_id
-            and run.mode == "live"
+            and run.mode == RunMode.LIVE
             and (before_run_id is None or run_id < before_run_id)
         }
         newest: dict[str, StoredChange] = {}
@@ -459,8 +471,8 @@ class FakeStore:
         self._write("interrupt_running_runs", program_id, fencing_token)
         found = []
         for run_id, run in self.runs.items():
-            if run.program_id == program_id and run.outcome == "running" and run_id != except_run_id:
-                run.outcome, run.message = "interrupted", message
+            if run.program_id == program_id and run.outcome == RunOutcome.RUNNING and run_id != except_run_id:
+                run.outcome, run.message = RunOutcome.INTERRUPTED, message
                 found.append(run_id)
         return found
 
@@ -469,9 +481,9 @@ class FakeStore:
             return
         with self._lock:
             self._write("mark_in_flight", self._program_of(decision_ids), fencing_token)
-            moving = [self._move(i, "in_flight") for i in decision_ids]
+            moving = [self._move(i, ChangeState.IN_FLIGHT) for i in decision_ids]
             for change in moving:
-                change.change_state = "in_flight"
+                change.change_state = ChangeState.IN_FLIGHT
                 change.attempts += 1
 
     def release_in_flight(self, decision_ids: Sequence[int], *, fencing_token: int | None = None) -> None:
@@ -481,8 +493,8 @@ class FakeStore:
             self._write("release_in_flight", self._program_of(decision_ids), fencing_token)
             for decision_id in decision_ids:
                 change = self.changes[decision_id]
-                if change.change_state == "in_flight":
-                    change.change_state = "planned"
+                if change.change_state == ChangeState.IN_FLIGHT:
+                    change.change_state = ChangeState.PLANNED
                     change.attempts -= 1
 
     def record_outcomes(self, outcomes: Sequence[Outcome], *, fencing_token: int | None = None) -> None:
@@ -490,14 +502,14 @@ class FakeStore:
             return
         with self._lock:
             self._write("record_outcomes", self._program_of(o.decision_id for o in outcomes), fencing_token)
-            moves = [(self._move(o.decision_id, str(o.state)), o) for o in outcomes]
+            moves = [(self._move(o.decision_id, ChangeState(o.state)), o) for o in outcomes]
             for change, outcome in moves:
                 _set_outcome(change, outcome)
 
     def record_outcome(
         self,
         decision_id: int,
-        state: Any,
+        state: ChangeState,
         *,
         attempts: int | None = None,
         http_status: int | None = None,
@@ -507,7 +519,13 @@ class FakeStore:
         fencing_token: int | None = None,
     ) -> None:
         outcome = Outcome(
-            decision_id, str(state), attempts, http_status, api_error_code, api_error_locations, error_message
+            decision_id,
+            ChangeState(state),
+            attempts,
+            http_status,
+            api_error_code,
+            api_error_locations,
+            error_message,
         )
         self.record_outcomes([outcome], fencing_token=fencing_token)
 
@@ -521,22 +539,22 @@ class FakeStore:
             for decision_id in ids:
                 change = self.changes[decision_id]
                 if change.change_state in MOVABLE_STATES:
-                    change.change_state, change.error_message = "superseded", reason
+                    change.change_state, change.error_message = ChangeState.SUPERSEDED, reason
                     moved += 1
             return moved
 
     def finish_run(
         self,
         run_id: int,
-        outcome: str,
-        counts: dict[str, Any],
+        outcome: RunOutcome,
+        counts: RunCounts,
         message: str | None = None,
         *,
         fencing_token: int | None = None,
     ) -> None:
         run = self.runs[run_id]
         self._write("finish_run", run.program_id, fencing_token)
-        run.outcome, run.counts, run.message = str(outcome), counts, message
+        run.outcome, run.counts, run.message = RunOutcome(outcome), dict(counts), message
 
 
 def _view(change: StoredChange) -> ChangeView:
@@ -551,9 +569,9 @@ def _view(change: StoredChange) -> ChangeView:
 
 
 def _set_outcome(change: StoredChange, outcome: Outcome) -> None:
-    state = str(outcome.state)
+    state = ChangeState(outcome.state)
     if state not in OUTCOME_STATES:
-        raise StoreError(f"record_outcome takes an outcome, not {state!r}")
+        raise StoreError(f"record_outcome takes an outcome, not '{state}'")
     if change.change_state in FINAL_STATES:
         return  # the same final state again: a no-op, as in the real store
     change.change_state = state
@@ -613,3 +631,11 @@ class Fakes:
             progress=progress,
             clock=self.world.clock,
         )
+
+
+if TYPE_CHECKING:
+    # mypy (pyproject.toml lists this file) checks that the fakes implement the ports.
+    def _implements_the_ports(
+        world: World, locks: FakeLocks
+    ) -> tuple[FlipApi, DecisionStore, ProgramLockLike]:
+        return FakeFlipApi(world, []), FakeStore(world, locks), FakeLock(locks, "", "", 0)

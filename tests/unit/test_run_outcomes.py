@@ -9,6 +9,7 @@ import pytest
 
 from engine.errors import ApiError, ApiResponseError, ApiRetryableError
 from engine.runs.service import _failure_state, _safe_message, patch_is_applied
+from engine.runs.states import ChangeState
 
 from .fakes import Fakes
 from .test_run_service import approvals, policy
@@ -17,22 +18,22 @@ from .test_run_service import approvals, policy
 @pytest.mark.parametrize(
     ("error", "state"),
     [
-        (ApiRetryableError("rate limited", status_code=429, retry_after=300.0), "deferred"),
-        (ApiRetryableError("rate limited", status_code=429, retry_after=0.0), "deferred"),
-        (ApiRetryableError("503 after retries", status_code=503), "failed_retryable"),
-        (ApiError("no answer"), "failed_retryable"),
-        (ApiResponseError("cut off"), "failed_retryable"),
-        (ApiError("server", status_code=500), "failed_retryable"),
-        (ApiError("bad gateway", status_code=502), "failed_retryable"),
-        (ApiError("too many", status_code=429), "failed_retryable"),
-        (ApiError("refused", status_code=422), "failed_permanent"),
-        (ApiError("gone", status_code=404), "failed_permanent"),
-        (ApiError("conflict", status_code=409), "failed_permanent"),
-        (ApiError("edge", status_code=499), "failed_permanent"),
+        (ApiRetryableError("rate limited", status_code=429, retry_after=300.0), ChangeState.DEFERRED),
+        (ApiRetryableError("rate limited", status_code=429, retry_after=0.0), ChangeState.DEFERRED),
+        (ApiRetryableError("503 after retries", status_code=503), ChangeState.FAILED_RETRYABLE),
+        (ApiError("no answer"), ChangeState.FAILED_RETRYABLE),
+        (ApiResponseError("cut off"), ChangeState.FAILED_RETRYABLE),
+        (ApiError("server", status_code=500), ChangeState.FAILED_RETRYABLE),
+        (ApiError("bad gateway", status_code=502), ChangeState.FAILED_RETRYABLE),
+        (ApiError("too many", status_code=429), ChangeState.FAILED_RETRYABLE),
+        (ApiError("refused", status_code=422), ChangeState.FAILED_PERMANENT),
+        (ApiError("gone", status_code=404), ChangeState.FAILED_PERMANENT),
+        (ApiError("conflict", status_code=409), ChangeState.FAILED_PERMANENT),
+        (ApiError("edge", status_code=499), ChangeState.FAILED_PERMANENT),
     ],
 )
-def test_which_state_a_failure_leaves(error: ApiError, state: str) -> None:
-    assert _failure_state(error) == state
+def test_which_state_a_failure_leaves(error: ApiError, state: ChangeState) -> None:
+    assert _failure_state(error) is state
 
 
 def test_what_is_said_about_a_failure() -> None:

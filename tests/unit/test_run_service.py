@@ -14,6 +14,7 @@ from engine.policy.document import Policy, load_policy_text
 from engine.policy.evaluator import Evaluator
 from engine.render.text import render_run_footer
 from engine.runs.report import HeldChange
+from engine.runs.states import ChangeState, RunMode, RunOutcome, Stage
 
 from .fakes import Fakes
 
@@ -82,14 +83,22 @@ def test_a_live_run_creates_the_group_then_applies_every_change() -> None:
     assert fakes.world.calls.index(("ensure_group", "PILOT")) < first_patch
     assert report.created_groups == ["PILOT"]
     assert fakes.store.states() == {
-        "enr-1": "applied",
-        "enr-2": "applied",
-        "enr-3": "applied",
-        "enr-4": "none",
+        "enr-1": ChangeState.APPLIED,
+        "enr-2": ChangeState.APPLIED,
+        "enr-3": ChangeState.APPLIED,
+        "enr-4": ChangeState.NONE,
     }
-    assert (report.outcome, report.failed, dict(report.change_states)) == ("completed", 0, {"applied": 3})
+    assert (report.outcome, report.failed, dict(report.change_states)) == (
+        RunOutcome.COMPLETED,
+        0,
+        {ChangeState.APPLIED: 3},
+    )
     run = fakes.store.runs[report.run_id]
-    assert (run.outcome, run.counts["changes"], run.fencing_token) == ("completed", {"applied": 3}, 1)
+    assert (run.outcome, run.counts["changes"], run.fencing_token) == (
+        RunOutcome.COMPLETED,
+        {ChangeState.APPLIED: 3},
+        1,
+    )
 
 
 def test_a_dry_run_sends_nothing_and_takes_no_lock() -> None:
@@ -102,8 +111,8 @@ def test_a_dry_run_sends_nothing_and_takes_no_lock() -> None:
     assert fakes.world.count("get") == 0
     assert fakes.locks.taken == []
     assert report.missing_groups == ["PILOT"]
-    assert fakes.store.states() == {"enr-1": "none", "enr-2": "none"}
-    assert fakes.store.runs[report.run_id].mode == "dry_run"
+    assert fakes.store.states() == {"enr-1": ChangeState.NONE, "enr-2": ChangeState.NONE}
+    assert fakes.store.runs[report.run_id].mode == RunMode.DRY_RUN
 
 
 def test_a_second_live_run_finds_nothing_to_do() -> None:
@@ -113,7 +122,7 @@ def test_a_second_live_run_finds_nothing_to_do() -> None:
     again = fakes.service(policy(), live=True).run()
 
     assert len(fakes.api.patches) == 2
-    assert fakes.store.states(again.run_id) == {"enr-1": "none", "enr-2": "none"}
+    assert fakes.store.states(again.run_id) == {"enr-1": ChangeState.NONE, "enr-2": ChangeState.NONE}
     assert dict(again.change_states) == {}
 
 
@@ -132,13 +141,13 @@ def crashed_run(fakes: Fakes, policy_: Policy, *, in_flight: list[str], retryabl
     """What a killed live run leaves behind: a run still ``running``, its changes planned,
     some marked in flight (the PATCH may or may not have reached the API) or failed."""
     store = fakes.store
-    run_id = store.start_run("prog-unit", "live", 1, NOW)
+    run_id = store.start_run("prog-unit", RunMode.LIVE, 1, NOW)
     evaluator = Evaluator(policy_, NOW)
     store.add_decisions(run_id, "prog-unit", [evaluator.evaluate(e) for e in fakes.api.enrollments.values()])
     ids = {c.enrollment_id: c.decision_id for c in store.planned_changes(run_id)}
     store.mark_in_flight_many([ids[e] for e in in_flight + retryable])
     for enrollment_id in retryable:
-        store.record_outcome(ids[enrollment_id], "failed_retryable", http_status=503)
+        store.record_outcome(ids[enrollment_id], ChangeState.FAILED_RETRYABLE, http_status=503)
     return run_id
 
 
@@ -151,21 +160,21 @@ def test_reconcile_after_a_crash_recovers_what_was_applied_and_replans_the_rest(
     report = fakes.service(policy(), live=True).run()
 
     assert fakes.store.states(crashed) == {
-        "enr-1": "recovered",
-        "enr-2": "superseded",
-        "enr-3": "recovered",
-        "enr-4": "superseded",
+        "enr-1": ChangeState.RECOVERED,
+        "enr-2": ChangeState.SUPERSEDED,
+        "enr-3": ChangeState.RECOVERED,
+        "enr-4": ChangeState.SUPERSEDED,
     }
     assert fakes.store.change_of("enr-2", crashed).error_message == f"re-planned by run {report.run_id}"
     assert report.recovered == 2
     assert sorted(e for e, _body in fakes.api.patches) == ["enr-2", "enr-4"]
     assert fakes.store.states(report.run_id) == {
-        "enr-1": "none",
-        "enr-2": "applied",
-        "enr-3": "none",
-        "enr-4": "applied",
+        "enr-1": ChangeState.NONE,
+        "enr-2": ChangeState.APPLIED,
+        "enr-3": ChangeState.NONE,
+        "enr-4": ChangeState.APPLIED,
     }
-    assert fakes.store.runs[crashed].outcome == "interrupted"
+    assert fakes.store.runs[crashed].outcome == RunOutcome.INTERRUPTED
     assert "recovered 2 change(s)" in render_run_footer(report)
 
 
@@ -176,7 +185,7 @@ def test_reconcile_supersedes_when_the_recheck_read_fails() -> None:
 
     report = fakes.service(policy(), live=True).run()
 
-    assert fakes.store.states(crashed) == {"enr-1": "superseded"}
+    assert fakes.store.states(crashed) == {"enr-1": ChangeState.SUPERSEDED}
     assert report.recovered == 0
     assert fakes.api.patches == [("enr-1", APPROVE)]
 
@@ -189,9 +198,9 @@ def test_an_auth_failure_while_reconciling_stops_the_run() -> None:
     with pytest.raises(ApiAuthError):
         fakes.service(policy(), live=True).run()
 
-    assert fakes.store.states(crashed) == {"enr-1": "in_flight"}
+    assert fakes.store.states(crashed) == {"enr-1": ChangeState.IN_FLIGHT}
     assert fakes.api.patches == []
-    assert fakes.store.runs[2].outcome == "failed"
+    assert fakes.store.runs[2].outcome == RunOutcome.FAILED
 
 
 # --- the re-read before each change -----------------------------------------------------------
@@ -231,10 +240,10 @@ def test_a_persons_decision_since_the_listing_is_kept() -> None:
     assert fakes.api.patches == [("enr-2", APPROVE)]
     change = fakes.store.change_of("enr-1")
     assert (change.change_state, change.error_message) == (
-        "superseded",
+        ChangeState.SUPERSEDED,
         "status changed to PAUSED since it was listed (a person's decision is kept)",
     )
-    assert dict(report.change_states) == {"applied": 1, "superseded": 1}
+    assert dict(report.change_states) == {ChangeState.APPLIED: 1, ChangeState.SUPERSEDED: 1}
     assert report.failed == 0
 
 
@@ -253,7 +262,7 @@ def test_a_change_that_no_longer_stands_is_superseded() -> None:
     assert fakes.api.patches == []
     change = fakes.store.change_of("enr-1")
     assert (change.change_state, change.error_message) == (
-        "superseded",
+        ChangeState.SUPERSEDED,
         "the enrollment changed since it was listed; re-planned on the next run",
     )
 
@@ -271,7 +280,7 @@ def test_a_change_that_still_stands_after_an_update_is_sent() -> None:
     fakes.service(policy(), live=True).run()
 
     assert fakes.api.patches == [("enr-1", APPROVE)]
-    assert fakes.store.states() == {"enr-1": "applied"}
+    assert fakes.store.states() == {"enr-1": ChangeState.APPLIED}
 
 
 def test_a_failed_reread_is_retryable_and_sends_nothing() -> None:
@@ -283,7 +292,7 @@ def test_a_failed_reread_is_retryable_and_sends_nothing() -> None:
     assert fakes.api.patches == []
     change = fakes.store.change_of("enr-1")
     assert (change.change_state, change.http_status, change.error_message) == (
-        "failed_retryable",
+        ChangeState.FAILED_RETRYABLE,
         503,
         "HTTP 503",
     )
@@ -301,11 +310,11 @@ def test_a_move_out_of_active_is_held_and_listed() -> None:
     assert fakes.api.patches == [("enr-1", APPROVE)]
     held = fakes.store.change_of("enr-active")
     assert (held.change_state, held.error_message) == (
-        "held",
+        ChangeState.HELD,
         "ACTIVE -> REJECTED is not in the policy's allow_leaving_active",
     )
     assert report.held == [HeldChange("enr-active", "REJECTED")]
-    assert (report.failed, dict(report.change_states)) == (0, {"applied": 1, "held": 1})
+    assert (report.failed, dict(report.change_states)) == (0, {ChangeState.APPLIED: 1, ChangeState.HELD: 1})
     footer = render_run_footer(report).splitlines()
     assert footer[-2:] == [
         "  held 1 move(s) out of ACTIVE (not in the policy's limits.allow_leaving_active; "
@@ -340,9 +349,9 @@ def assert_stopped_before_sending(fakes: Fakes, report_run: int, reason: str) ->
     assert fakes.api.patches == []
     assert fakes.world.count("ensure_group") == 0
     assert fakes.world.count("get") == 0
-    assert set(fakes.store.states(report_run).values()) == {"held"}
+    assert set(fakes.store.states(report_run).values()) == {ChangeState.HELD}
     run = fakes.store.runs[report_run]
-    assert (run.outcome, run.message) == ("aborted", reason)
+    assert (run.outcome, run.message) == (RunOutcome.ABORTED, reason)
 
 
 def test_max_changes_flag_stops_the_run() -> None:
@@ -369,7 +378,7 @@ def test_the_flag_overrides_the_policys_max_changes() -> None:
     report = fakes.service(policy("  max_changes: 2\n"), live=True, max_changes=3).run()
 
     assert len(fakes.api.patches) == 3
-    assert report.outcome == "completed"
+    assert report.outcome == RunOutcome.COMPLETED
 
 
 def test_exactly_max_changes_goes_through() -> None:
@@ -409,8 +418,12 @@ def test_a_long_retry_after_defers_the_change() -> None:
     report = fakes.service(policy(), live=True).run()
 
     change = fakes.store.change_of("enr-1")
-    assert (change.change_state, change.http_status, change.error_message) == ("deferred", 429, "HTTP 429")
-    assert fakes.store.states() == {"enr-1": "deferred", "enr-2": "applied"}
+    assert (change.change_state, change.http_status, change.error_message) == (
+        ChangeState.DEFERRED,
+        429,
+        "HTTP 429",
+    )
+    assert fakes.store.states() == {"enr-1": ChangeState.DEFERRED, "enr-2": ChangeState.APPLIED}
     assert report.failed == 1
 
 
@@ -420,7 +433,7 @@ def test_a_server_error_after_retries_is_failed_retryable() -> None:
 
     report = fakes.service(policy(), live=True).run()
 
-    assert fakes.store.states() == {"enr-1": "failed_retryable"}
+    assert fakes.store.states() == {"enr-1": ChangeState.FAILED_RETRYABLE}
     assert report.failed == 1
 
 
@@ -443,10 +456,16 @@ def test_a_refused_change_is_failed_permanent_without_the_apis_words() -> None:
         change.api_error_code,
         change.api_error_locations,
         change.error_message,
-    ) == ("failed_permanent", 422, "validation_error", [["body", "status"]], "HTTP 422 validation_error")
-    assert fakes.store.states()["enr-1"] == "applied"
+    ) == (
+        ChangeState.FAILED_PERMANENT,
+        422,
+        "validation_error",
+        [["body", "status"]],
+        "HTTP 422 validation_error",
+    )
+    assert fakes.store.states()["enr-1"] == ChangeState.APPLIED
     assert report.failed == 1
-    assert dict(report.change_states) == {"applied": 1, "failed_permanent": 1}
+    assert dict(report.change_states) == {ChangeState.APPLIED: 1, ChangeState.FAILED_PERMANENT: 1}
 
 
 def test_an_auth_failure_mid_run_stops_and_leaves_the_rest_planned() -> None:
@@ -458,15 +477,15 @@ def test_an_auth_failure_mid_run_stops_and_leaves_the_rest_planned() -> None:
 
     assert [e for e, _ in fakes.api.patches] == ["enr-1"]
     assert fakes.store.states() == {
-        "enr-1": "applied",
-        "enr-2": "failed_retryable",
-        "enr-3": "planned",
-        "enr-4": "planned",
-        "enr-5": "planned",
+        "enr-1": ChangeState.APPLIED,
+        "enr-2": ChangeState.FAILED_RETRYABLE,
+        "enr-3": ChangeState.PLANNED,
+        "enr-4": ChangeState.PLANNED,
+        "enr-5": ChangeState.PLANNED,
     }
     assert [fakes.store.change_of(e).attempts for e in ("enr-3", "enr-4", "enr-5")] == [0, 0, 0]
     run = fakes.store.runs[1]
-    assert (run.outcome, run.message) == ("failed", "API key refused: HTTP 403")
+    assert (run.outcome, run.message) == (RunOutcome.FAILED, "API key refused: HTTP 403")
 
 
 def test_an_auth_failure_on_the_reread_sends_nothing_more() -> None:
@@ -477,7 +496,11 @@ def test_an_auth_failure_on_the_reread_sends_nothing_more() -> None:
         fakes.service(policy(), live=True, concurrency=1).run()
 
     assert fakes.api.patches == []
-    assert fakes.store.states() == {"enr-1": "planned", "enr-2": "planned", "enr-3": "planned"}
+    assert fakes.store.states() == {
+        "enr-1": ChangeState.PLANNED,
+        "enr-2": ChangeState.PLANNED,
+        "enr-3": ChangeState.PLANNED,
+    }
 
 
 def test_a_failed_listing_stores_no_decision() -> None:
@@ -489,7 +512,7 @@ def test_a_failed_listing_stores_no_decision() -> None:
 
     assert fakes.store.changes == {}
     run = fakes.store.runs[1]
-    assert (run.outcome, run.message) == ("failed", "Flip API error: the answer was cut off")
+    assert (run.outcome, run.message) == (RunOutcome.FAILED, "Flip API error: the answer was cut off")
 
 
 def test_a_stop_request_ends_the_run_cleanly_after_the_change_in_progress() -> None:
@@ -506,13 +529,13 @@ def test_a_stop_request_ends_the_run_cleanly_after_the_change_in_progress() -> N
 
     assert [e for e, _ in fakes.api.patches] == ["enr-1"]
     assert fakes.store.states() == {
-        "enr-1": "applied",
-        "enr-2": "planned",
-        "enr-3": "planned",
-        "enr-4": "planned",
+        "enr-1": ChangeState.APPLIED,
+        "enr-2": ChangeState.PLANNED,
+        "enr-3": ChangeState.PLANNED,
+        "enr-4": ChangeState.PLANNED,
     }
-    assert report.outcome == "interrupted"
-    assert fakes.store.runs[1].outcome == "interrupted"
+    assert report.outcome == RunOutcome.INTERRUPTED
+    assert fakes.store.runs[1].outcome == RunOutcome.INTERRUPTED
 
 
 # --- the lease --------------------------------------------------------------------------------
@@ -525,7 +548,7 @@ def test_the_lease_is_renewed_while_listing_storing_and_applying() -> None:
 
     report = fakes.service(policy(), live=True, concurrency=1).run()
 
-    assert report.outcome == "completed"
+    assert report.outcome == RunOutcome.COMPLETED
     calls = fakes.world
     assert calls.between("renew", "list_item", "list_item") >= 5  # 76 s of listing
     assert calls.between("renew", "add_decision", "add_decision") >= 5
@@ -546,7 +569,7 @@ def test_the_lease_is_renewed_while_reconciling() -> None:
 
     report = fakes.service(policy(), live=True).run()
 
-    assert report.outcome == "completed"
+    assert report.outcome == RunOutcome.COMPLETED
     assert fakes.world.between("renew", "get", "list") >= 3  # 40 s of re-checks
 
 
@@ -579,15 +602,20 @@ def test_the_stored_counts_and_the_progress_of_a_live_run() -> None:
     assert fakes.store.runs[report.run_id].counts == {
         "transitions": {"SUBMITTED -> ACTIVE": 2, "SUBMITTED -> REJECTED": 1, "skip": 1},
         "actions": {"update": 3, "skip": 1},
-        "changes": {"applied": 3},
+        "changes": {ChangeState.APPLIED: 3},
         "recovered": 0,
         "unchanged": 0,  # a first run: every decision is new
     }
     assert progress == [
-        ("evaluating", 4, 4), ("storing", 4, 4), ("applying", 1, 3), ("applying", 2, 3), ("applying", 3, 3),
+        (Stage.EVALUATING, 4, 4), (Stage.STORING, 4, 4),
+        (Stage.APPLYING, 1, 3), (Stage.APPLYING, 2, 3), (Stage.APPLYING, 3, 3),
     ]  # fmt: skip
     assert fakes.store.runs[report.run_id].message is None
-    assert [c.attempts for c in fakes.store.changes.values() if c.change_state == "applied"] == [1, 1, 1]
+    assert [c.attempts for c in fakes.store.changes.values() if c.change_state == ChangeState.APPLIED] == [
+        1,
+        1,
+        1,
+    ]
 
 
 def test_a_dry_run_reports_the_changes_it_would_make() -> None:
@@ -596,7 +624,7 @@ def test_a_dry_run_reports_the_changes_it_would_make() -> None:
     report = fakes.service(policy()).run()
 
     run = fakes.store.runs[report.run_id]
-    assert (run.outcome, run.counts["changes"]) == ("completed", {})
+    assert (run.outcome, run.counts["changes"]) == (RunOutcome.COMPLETED, {})
     assert run.counts["actions"] == {"update": 1, "skip": 1}
     assert (report.live, report.failed, report.recovered) == (False, 0, 0)
     assert "1 change(s) would be sent; nothing was sent (dry run)" in render_run_footer(report)
@@ -609,7 +637,12 @@ def test_a_run_records_its_policy_version_holder_and_mode() -> None:
     report = fakes.service(unit_policy, live=True).run()
 
     run = fakes.store.runs[report.run_id]
-    assert (run.mode, run.holder, run.policy_version_id, run.fencing_token) == ("live", "unit-test:1", 1, 1)
+    assert (run.mode, run.holder, run.policy_version_id, run.fencing_token) == (
+        RunMode.LIVE,
+        "unit-test:1",
+        1,
+        1,
+    )
     assert fakes.store.version_texts[unit_policy.content_hash] == (
         "prog-unit",
         unit_policy.name or "prog-unit",
@@ -631,7 +664,7 @@ def test_ctrl_c_while_listing_records_an_interrupted_run() -> None:
         fakes.service(policy(), live=True).run()
 
     run = fakes.store.runs[1]
-    assert (run.outcome, run.message) == ("interrupted", "interrupted")
+    assert (run.outcome, run.message) == (RunOutcome.INTERRUPTED, "interrupted")
     assert fakes.store.changes == {}
 
 
@@ -643,7 +676,7 @@ def test_a_lost_lease_is_recorded_in_the_runs_own_words() -> None:
         fakes.service(policy(), live=True).run()
 
     run = fakes.store.runs[1]
-    assert (run.outcome, run.message) == ("failed", "the lease was taken over by host-b:9")
+    assert (run.outcome, run.message) == (RunOutcome.FAILED, "the lease was taken over by host-b:9")
 
 
 def test_a_recovered_change_says_how_it_was_found() -> None:
@@ -655,6 +688,6 @@ def test_a_recovered_change_says_how_it_was_found() -> None:
 
     change = fakes.store.change_of("enr-1", crashed)
     assert (change.change_state, change.error_message) == (
-        "recovered",
+        ChangeState.RECOVERED,
         "found applied when re-checked after an interrupted or failed attempt",
     )
