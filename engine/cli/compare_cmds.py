@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.cli.options import Commands, add_db_option, add_now, flip_status, flip_statuses
-from engine.cli.shared import EXIT_FAILED, EXIT_OK, app_config, err, out, utc_now
+from engine.cli.shared import EXIT_FAILED, EXIT_OK, app_config, err, out
+from engine.clock import utc_now
 
 if TYPE_CHECKING:
     from engine.policy.document import Policy
@@ -121,7 +122,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
     new = load_policy(args.rules)
     base = load_diff_base(app_config(args), args.base, args.rules)
-    report = diff_policies(base, new, _enrollments(args, new), args.now or utc_now())
+    report = diff_policies(base, new, _enrollments(args, new), args.now or utc_now(whole_seconds=True))
     renderers = {"json": render_diff_json, "csv": render_diff_csv, "table": render_diff_table}
     out(renderers[args.format](report))
     return EXIT_FAILED if args.fail_on_change and report.changed else EXIT_OK
@@ -142,7 +143,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     report = backtest(
         policy,
         enrollments,
-        args.now or utc_now(),
+        args.now or utc_now(whole_seconds=True),
         decided=args.decided or DEFAULT_DECIDED,
         as_status=args.as_status,
         applied_by_us=applied,
@@ -179,7 +180,7 @@ def cmd_cases(args: argparse.Namespace) -> int:
         if unknown:
             raise InputError(f"{args.input}: no enrollment with id {', '.join(map(repr, unknown))}")
         enrollments = [by_id[i] for i in args.ids]
-    now = args.now or utc_now()
+    now = args.now or utc_now(whole_seconds=True)
     cases = build_cases(policy, enrollments, now)
     if not cases:
         raise InputError(f"{args.input}: no enrollment to make a case of")

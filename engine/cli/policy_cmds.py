@@ -15,8 +15,8 @@ from engine.cli.shared import (
     err,
     out,
     policy_files,
-    utc_now,
 )
+from engine.clock import utc_now
 
 
 def add_validate(commands: Commands) -> None:
@@ -161,7 +161,7 @@ def _explain_file(args: argparse.Namespace) -> int:
         enrollments = [e for e in enrollments if isinstance(e, dict) and e.get("id") == wanted]
         if not enrollments:
             raise InputError(f"{args.input}: no enrollment with id {wanted!r}")
-    now = args.now or utc_now()
+    now = args.now or utc_now(whole_seconds=True)
     if args.as_status:
         enrollments = [{**e, "status": args.as_status} if isinstance(e, dict) else e for e in enrollments]
     for raw in enrollments:

@@ -183,10 +183,11 @@ def _run_html(
 
     from engine.bootstrap import run_policy
     from engine.cli.run_cmds import HtmlPage, explained_for, html_or_text
-    from engine.cli.shared import utc_now, write_output
+    from engine.cli.shared import write_output
+    from engine.clock import utc_now
     from engine.render.text import render_run_footer
 
-    now = args.now or utc_now()  # fixed here: the report's explanations use the run's own now
+    now = args.now or utc_now(whole_seconds=True)  # fixed here: explanations use the run's now
     explained = explained_for(args, job.policy, now)
     report = run_policy(
         job.policy, app_config(args), replace(settings, now=now), program_id=args.program,

@@ -25,10 +25,10 @@ from engine.cli.shared import (
     err,
     out,
     render_decisions,
-    utc_now,
     write_output,
 )
 from engine.cli.watch import progress_for
+from engine.clock import utc_now
 
 if TYPE_CHECKING:
     from engine.policy.decision import Decision
@@ -172,7 +172,7 @@ def _plan_one(args: argparse.Namespace, policy: Policy) -> RunReport:
     from engine.runs.service import RunSettings
 
     config = app_config(args)
-    now = args.now or utc_now()  # fixed here: the report's explanations use the run's own now
+    now = args.now or utc_now(whole_seconds=True)  # fixed here: explanations use the run's now
     explained = _explained(args.format, policy, now)
     report = run_policy(policy, config, RunSettings(plan=True, now=now), program_id=args.program,
                         progress=progress_for(None, bars=True), on_evaluated=explained)  # fmt: skip
@@ -261,7 +261,8 @@ def cmd_review(args: argparse.Namespace) -> int:
         from engine.render.html import render_page
         from engine.render.review_html import review_page
 
-        page = review_page(queue.changes, queue.policies, generated_at=utc_now(), program_id=args.program)
+        generated_at = utc_now(whole_seconds=True)
+        page = review_page(queue.changes, queue.policies, generated_at=generated_at, program_id=args.program)
         write_output(args.out, render_page(page))
     else:
         from engine.render.text import render_review_queue

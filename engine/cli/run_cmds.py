@@ -17,8 +17,9 @@ from engine.cli.options import (
     positive_float,
     positive_int,
 )
-from engine.cli.shared import EXIT_OK, environ, render_decisions, utc_now, write_output
+from engine.cli.shared import EXIT_OK, environ, render_decisions, write_output
 from engine.cli.watch import add_watch_options
+from engine.clock import utc_now
 
 if TYPE_CHECKING:
     from engine.policy.decision import Decision
@@ -90,7 +91,7 @@ def _run_offline(args: argparse.Namespace, policy: Policy) -> int:
     from engine.policy.evaluator import Evaluator
 
     enrollments = read_enrollments_file(args.input)
-    now = args.now or utc_now()
+    now = args.now or utc_now(whole_seconds=True)
     evaluator = Evaluator(policy, now, trace=args.format != "html")
     explained = explained_for(args, policy, now)
     decisions = []

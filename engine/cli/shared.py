@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,10 +80,6 @@ def event(name: str, message: str | None = None, *, level: int = 20, **fields: A
     from engine.observe.logs import log_event
 
     log_event(logging.getLogger("autoapprove.cli"), name, message, level=level, **fields)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
 
 
 def environ() -> dict[str, str]:

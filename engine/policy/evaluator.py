@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from engine.clock import utc_now
 from engine.errors import EvaluationError
 from engine.policy.decision import DEFAULT_RULE_ID, Action, Decision, RuleTrace
 from engine.policy.document import CompiledGroupRule, CompiledRule, Policy
@@ -20,10 +21,6 @@ from engine.policy.logic import (
     var_reads,
     walk_operations,
 )
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
 
 
 class Evaluator:
@@ -47,7 +44,7 @@ class Evaluator:
         trace_reads: bool = True,
     ) -> None:
         self.policy = policy
-        self.now = (now or utc_now()).astimezone(UTC)
+        self.now = (now or utc_now(whole_seconds=True)).astimezone(UTC)
         self.trace = trace
         self._reads = _reads if trace_reads else _no_reads
         self._engine = engine or default_engine()

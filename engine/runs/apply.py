@@ -20,10 +20,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
+from engine.clock import Clock, utc_now
 from engine.errors import ApiAuthError, ApiError, AutoapproveError, InputError, RunAborted
 from engine.policy.decision import Action, Decision, RuleTrace
 from engine.policy.document import Policy, load_policy_text
@@ -136,7 +137,7 @@ class ReviewApplier:
         lock_factory: LockFactory,
         progress: ProgressCallback | None = None,
         stop: threading.Event | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = utc_now,
     ) -> None:
         self.api = api
         self.store = store

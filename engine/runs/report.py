@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
+from engine.clock import utc_now
 from engine.policy.decision import Action, Decision
 from engine.runs.records import RunCounts
 from engine.runs.states import FAILED_STATES, ChangeState, RunOutcome
@@ -48,7 +49,7 @@ class RunReport:
     held: list[HeldChange] = field(default_factory=list)  # moves out of ACTIVE the policy does not allow
     awaiting_approval: int = 0  # changes waiting in the review queue after this run
     plan_id: int | None = None  # the plan a ``plan`` run saved
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started_at: datetime = field(default_factory=utc_now)
     duration_s: float = 0.0
     transitions: Counter[str] = field(default_factory=Counter)
     action_counts: Counter[str] = field(default_factory=Counter)

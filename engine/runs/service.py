@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from itertools import islice
 from typing import Any, TypeVar
 
+from engine.clock import utc_now
 from engine.errors import ApiAuthError, ApiError, ApiRetryableError, AutoapproveError, RunAborted
 from engine.policy.decision import Action, Decision
 from engine.policy.document import Policy
@@ -146,7 +147,7 @@ class RunService:
         self.api = api
         self.store = store
         self.settings = settings
-        self.now = (settings.now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+        self.now = (settings.now or utc_now()).astimezone(UTC).replace(microsecond=0)
         self.progress = progress or (lambda _stage, _done, _total: None)
         self.stop = stop or threading.Event()
         self.on_finish = on_finish  # sees every recorded run's report, failed ones included

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from engine.clock import utc_now
 from engine.errors import ApiError, InputError, LockHeldError, PolicyError, RunAborted, StoreError
 from engine.policy.decision import Action
 from engine.runs.report import RunReport
@@ -50,7 +51,7 @@ class RunSummary:
     exit_code: int
     live: bool
     run_id: int | None = None
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started_at: datetime = field(default_factory=utc_now)
     duration_s: float = 0.0
     decisions: Mapping[str, int] = field(default_factory=dict)  # by action
     changes: Mapping[ChangeState, int] = field(default_factory=dict)
@@ -92,7 +93,7 @@ class RunSummary:
     ) -> RunSummary:
         """A run that failed before the service recorded it (its lock was held, say)."""
         outcome = NotStarted.LOCKED if isinstance(exc, LockHeldError) else NotStarted.ERROR
-        duration = max((datetime.now(UTC) - started_at).total_seconds(), 0.0)
+        duration = max((utc_now() - started_at).total_seconds(), 0.0)
         return cls(
             program_id=program_id,
             outcome=outcome,

@@ -26,7 +26,7 @@ from engine.runs.records import (
 from engine.runs.states import ChangeState, PlanState, RunMode, RunOutcome
 from engine.store.base import BATCH_SIZE
 from engine.store.connection import DB_URL_ENV, DEFAULT_DB_URL, create_engine_for_url, resolve_db_url
-from engine.store.locks import Clock, ProgramLock, acquire_program_lock, utc_now
+from engine.store.locks import ProgramLock, acquire_program_lock
 from engine.store.migrations import current_revision, head_revision, upgrade
 from engine.store.outbox import api_error_locations
 from engine.store.repository import Store
@@ -37,7 +37,6 @@ __all__ = [
     "DB_URL_ENV",
     "DEFAULT_DB_URL",
     "ChangeState",
-    "Clock",
     "DecisionRecord",
     "Outcome",
     "PlanRecord",
@@ -58,5 +57,4 @@ __all__ = [
     "head_revision",
     "resolve_db_url",
     "upgrade",
-    "utc_now",
 ]

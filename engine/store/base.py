@@ -12,11 +12,12 @@ from itertools import islice
 from sqlalchemy import Connection, Engine, Select, select
 from sqlalchemy.orm import Session
 
+from engine.clock import Clock, utc_now
 from engine.errors import StoreError
 from engine.policy.decision import Decision
 from engine.runs.records import DecisionRecord
 from engine.runs.states import ChangeState, RunMode, RunOutcome
-from engine.store.locks import Clock, check_fencing_token, database_errors, utc_now, write_transaction
+from engine.store.locks import check_fencing_token, database_errors, write_transaction
 from engine.store.records import to_decision_record
 from engine.store.schema import DecisionRow, RunRow
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,20 +35,18 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.sql.dml import Insert
 
+from engine.clock import Clock, utc_now
 from engine.errors import LockHeldError, StoreError
 from engine.store.schema import ProgramLockRow
 
 __all__ = [
-    "Clock",
     "ProgramLock",
     "acquire_program_lock",
     "check_fencing_token",
     "database_errors",
-    "utc_now",
     "write_transaction",
 ]
 
-Clock = Callable[[], datetime]
 """Returns the current time, timezone-aware. Tests pass a clock they can move."""
 
 DEFAULT_TTL_S = 300.0
@@ -59,11 +57,6 @@ _HELD_ADVISORY_LOCKS = text(
     " AND pid = pg_backend_pid() AND classid::bigint = :high"
     " AND objid::bigint = :low AND objsubid = 1"
 )
-
-
-def utc_now() -> datetime:
-    """The default clock."""
-    return datetime.now(UTC)
 
 
 def _describe(exc: SQLAlchemyError) -> str:

@@ -30,6 +30,7 @@ from typing import Self
 
 from sqlalchemy import Engine
 
+from engine.clock import Clock, utc_now
 from engine.runs.ports import Outcome
 from engine.runs.records import (
     DecisionRecord,
@@ -42,7 +43,6 @@ from engine.runs.records import (
 from engine.store.base import BATCH_SIZE
 from engine.store.connection import DB_URL_ENV, DEFAULT_DB_URL, create_engine_for_url, resolve_db_url
 from engine.store.decisions import Decisions
-from engine.store.locks import Clock, utc_now
 from engine.store.migrations import upgrade
 from engine.store.outbox import Outbox, api_error_locations
 from engine.store.plans import SavedPlans

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, event
 
+from engine.clock import utc_now
 from engine.errors import StoreError
 from engine.store import (
     DB_URL_ENV,
@@ -19,7 +20,6 @@ from engine.store import (
     current_revision,
     head_revision,
     resolve_db_url,
-    utc_now,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
