@@ -18,7 +18,8 @@ from engine.clock import utc_now
 if TYPE_CHECKING:
     from engine.policy.document import Policy
 
-FORMATS = ("table", "json", "csv")
+FORMATS = ("table", "json", "csv", "html")
+FORMAT_HELP = "output format; html: one self-contained page (summary, searchable table, explanations)"
 
 
 def add_diff(commands: Commands) -> None:
@@ -33,7 +34,7 @@ def add_diff(commands: Commands) -> None:
     cmd.add_argument("--rules", type=Path, required=True, metavar="NEW", help="the new policy file")
     cmd.add_argument("--base", required=True, metavar="BASE", help="a policy file, git:REV or run:N")
     _add_source(cmd)
-    cmd.add_argument("--format", choices=FORMATS, default="table", help="output format")
+    cmd.add_argument("--format", choices=FORMATS, default="table", help=FORMAT_HELP)
     cmd.add_argument("--fail-on-change", action="store_true",
                      help="exit 1 when any enrollment is decided differently (a CI check)")  # fmt: skip
     cmd.set_defaults(handler=cmd_diff)
@@ -57,7 +58,7 @@ def add_backtest(commands: Commands) -> None:
                      help="statuses people set (default ACTIVE,REJECTED,NEEDS_ACTION)")  # fmt: skip
     cmd.add_argument("--min-agreement", type=_ratio, metavar="F",
                      help="exit 1 when the agreement (0 to 1) is below F")  # fmt: skip
-    cmd.add_argument("--format", choices=FORMATS, default="table", help="output format")
+    cmd.add_argument("--format", choices=FORMATS, default="table", help=FORMAT_HELP)
     cmd.set_defaults(handler=cmd_backtest)
 
 
@@ -114,6 +115,13 @@ def _enrollments(args: argparse.Namespace, policy: Policy) -> list[Any]:
     return list(list_enrollment_dicts(app_config(args), args.program or policy.program_id))
 
 
+def _source(args: argparse.Namespace, policy: Policy) -> str:
+    """Where the enrollments came from, for a report's header."""
+    if args.input is not None:
+        return str(args.input)
+    return f"listed from the Flip API (program {args.program or policy.program_id})"
+
+
 def cmd_diff(args: argparse.Namespace) -> int:
     from engine.bootstrap import load_diff_base
     from engine.policy.document import load_policy
@@ -122,9 +130,18 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
     new = load_policy(args.rules)
     base = load_diff_base(app_config(args), args.base, args.rules)
-    report = diff_policies(base, new, _enrollments(args, new), args.now or utc_now(whole_seconds=True))
-    renderers = {"json": render_diff_json, "csv": render_diff_csv, "table": render_diff_table}
-    out(renderers[args.format](report))
+    enrollments, now = _enrollments(args, new), args.now or utc_now(whole_seconds=True)
+    report = diff_policies(base, new, enrollments, now)
+    if args.format == "html":
+        from engine.render.comparison_html import diff_page
+        from engine.render.html import render_page
+
+        source = _source(args, new)
+        page = diff_page(report, base, new, enrollments, now, source=source, program_id=args.program)
+        out(render_page(page))
+    else:
+        renderers = {"json": render_diff_json, "csv": render_diff_csv, "table": render_diff_table}
+        out(renderers[args.format](report))
     return EXIT_FAILED if args.fail_on_change and report.changed else EXIT_OK
 
 
@@ -134,7 +151,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from engine.runs.backtest import DEFAULT_DECIDED, backtest
 
     policy = load_policy(args.rules)
-    enrollments = _enrollments(args, policy)
+    enrollments, now = _enrollments(args, policy), args.now or utc_now(whole_seconds=True)
     applied: dict[str, str] = {}
     if args.input is None:
         from engine.bootstrap import applied_by_this_tool
@@ -143,12 +160,21 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     report = backtest(
         policy,
         enrollments,
-        args.now or utc_now(whole_seconds=True),
+        now,
         decided=args.decided or DEFAULT_DECIDED,
         as_status=args.as_status,
         applied_by_us=applied,
     )
-    if args.format == "json":
+    if args.format == "html":
+        from engine.render.comparison_html import backtest_page
+        from engine.render.html import render_page
+
+        page = backtest_page(
+            report, policy, enrollments, now, source=_source(args, policy), program_id=args.program,
+            min_agreement=args.min_agreement, explain_hint=_explain_hint(args, report.as_status),
+        )  # fmt: skip
+        out(render_page(page))
+    elif args.format == "json":
         out(render_backtest_json(report))
     elif args.format == "csv":
         out(render_backtest_csv(report))

@@ -33,7 +33,12 @@ Building a page (every command's report is one of these; plain data in, a string
 - ``Column(filter=True)`` adds a drop-down of that column's values; ``hidden=True`` makes a
   filter-only column; ``sort="number"`` sorts numerically (cells are then numbers); every
   visible text column is searched. A ``BarsCard`` or ``ListCard`` with ``filter_key`` turns its
-  entries into buttons that set that column's filter.
+  entries into buttons that set that column's filter. ``Column(split=", ")`` is a cell that
+  lists several values ("status, reason"): its filter offers each value and keeps the rows
+  that list it. ``Bar(of=N)`` draws a share of N ("3 of 7 · 42.9%") instead of a count.
+- ``TableCard`` is a small table among the cards (a confusion matrix, rule hits before and
+  after); a ``Mark`` cell has a tone, and with ``filter_value`` (and the card's ``filter_key``)
+  it is a button that filters the table. ``Table(hint=...)`` says what an opened row shows.
 - ``Detail`` is what a row expands into: a summary line, notes (data warnings), and sections of
   ``RuleStep`` (rule id, kind, verdict, the values it read, the sub-conditions that decided it).
   ``explanation_section`` in ``engine.render.decisions_html`` makes a section from an engine
@@ -81,11 +86,13 @@ __all__ = [
     "DetailSection",
     "DetailTable",
     "ListCard",
+    "Mark",
     "Page",
     "Row",
     "RuleStep",
     "StatCard",
     "Table",
+    "TableCard",
     "Tone",
     "Verdict",
     "render_page",
@@ -108,9 +115,13 @@ class StatCard:
 
 @dataclass(frozen=True, slots=True)
 class Bar:
+    """One bar. With ``of``, a share of that total (``3 of 7 · 42.9%``, the fill 3/7 of the
+    track); without, a count drawn against the card's longest bar."""
+
     label: str
     value: int
     tone: Tone = "neutral"
+    of: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +145,31 @@ class ListCard:
     tone: Tone = "neutral"
 
 
-Card = StatCard | BarsCard | ListCard
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """A cell of a ``TableCard`` drawn in a tone; with ``filter_value`` a button that sets the
+    card's ``filter_key`` filter of the table to it."""
+
+    value: int | str
+    tone: Tone = "neutral"
+    filter_value: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TableCard:
+    """A small table among the cards (a confusion matrix, rule hits before and after): a header
+    row, then rows whose first cell names them. Numbers are right-aligned."""
+
+    label: str
+    columns: Sequence[str]
+    rows: Sequence[Sequence[int | str | Mark]]
+    note: str | None = None
+    filter_key: str | None = None
+    empty: str = "nothing to show"
+    row_span: int = 1  # as tall as this many rows of cards (the charts beside it stack up)
+
+
+Card = StatCard | BarsCard | ListCard | TableCard
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +184,7 @@ class Column:
     width: str = "minmax(8em, 1fr)"  # a CSS grid track
     mono: bool = False
     badge: bool = False  # statuses and actions: drawn as coloured pills
+    split: str | None = None  # the cell lists values ("status, reason"): the filter offers each one
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +203,7 @@ class RuleStep:
 class DetailSection:
     title: str | None
     steps: Sequence[RuleStep]
-    note: str | None = None  # shown when there are no steps
+    note: str | None = None  # a line above the steps (or in their place when there are none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +278,10 @@ class Table:
     details: DetailTable | None = None
     noun: str = "rows"  # "Showing 12 of 40 enrollments"
     empty: str = "Nothing to show."
+    hint: str = (
+        "Click a row (or press Enter on it) to see why: each rule in order, the values it read and "
+        "what decided it."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,16 +377,8 @@ def _card_view(card: Card) -> dict[str, Any]:
         value = f"{card.value:,}" if isinstance(card.value, int) else card.value
         return {"kind": "stat", "label": card.label, "value": value, "note": card.note, "tone": card.tone}
     if isinstance(card, BarsCard):
-        top = max((bar.value for bar in card.bars), default=0) or 1
-        bars = [
-            {
-                "label": b.label,
-                "value": f"{b.value:,}",
-                "tone": b.tone,
-                "percent": round(100 * b.value / top, 1),
-            }
-            for b in card.bars
-        ]
+        top = max((bar.value for bar in card.bars if bar.of is None), default=0) or 1
+        bars = [_bar_view(bar, top) for bar in card.bars]
         return {
             "kind": "bars",
             "label": card.label,
@@ -354,11 +386,39 @@ def _card_view(card: Card) -> dict[str, Any]:
             "filter": card.filter_key,
             "empty": card.empty,
         }
+    if isinstance(card, TableCard):
+        return {
+            "kind": "table", "label": card.label, "columns": list(card.columns),
+            "rows": [[_mark_view(cell) for cell in row] for row in card.rows], "note": card.note,
+            "filter": card.filter_key, "empty": card.empty, "row_span": card.row_span,
+        }  # fmt: skip
     items = [(label, f"{value:,}" if isinstance(value, int) else value) for label, value in card.items]
     return {
         "kind": "list", "label": card.label, "entries": items, "filter": card.filter_key,
         "empty": card.empty, "tone": card.tone,
     }  # fmt: skip
+
+
+def _bar_view(bar: Bar, top: int) -> dict[str, Any]:
+    if bar.of is None:
+        value, percent = f"{bar.value:,}", round(100 * bar.value / top, 1)
+    elif bar.of:
+        share = 100 * bar.value / bar.of
+        value, percent = f"{bar.value:,} of {bar.of:,} \u00b7 {share:.1f}%", round(share, 1)
+    else:
+        value, percent = "0 of 0", 0.0
+    return {"label": bar.label, "value": value, "tone": bar.tone, "percent": percent}
+
+
+def _mark_view(cell: int | str | Mark) -> dict[str, Any]:
+    mark = cell if isinstance(cell, Mark) else Mark(cell)
+    value = mark.value
+    return {
+        "text": f"{value:,}" if isinstance(value, int) else value,
+        "number": isinstance(value, int),
+        "tone": mark.tone,
+        "filter_value": mark.filter_value,
+    }
 
 
 def _table_payload(table: Table) -> dict[str, Any]:
@@ -388,7 +448,7 @@ def _table_payload(table: Table) -> dict[str, Any]:
         "columns": [
             {
                 "key": c.key, "label": c.label, "filter": c.filter, "hidden": c.hidden, "sort": c.sort,
-                "width": c.width, "mono": c.mono, "badge": c.badge,
+                "width": c.width, "mono": c.mono, "badge": c.badge, "split": c.split,
             }
             for c in columns
         ],

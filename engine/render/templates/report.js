@@ -58,11 +58,15 @@
     sortButtons.push({ col: c.index, th: th, arrow: button.lastChild });
   });
 
-  var selects = {};
+  var selects = {}, splits = {};
   filterCols.forEach(function (c) {
     var tally = new Int32Array(strings[c.index].length + 1), counts = new Map(), r;  // [0]: empty cells
     for (r = 0; r < total; r++) tally[cell(r, c.index) + 1]++;
-    for (r = 0; r < tally.length; r++) if (tally[r]) counts.set(r - 1, tally[r]);
+    var split = c.split ? splitValues(c, tally) : null, name = split ? function (v) { return split.values[v]; }
+      : function (v) { return text(c.index, v); };
+    if (split) split.counts.forEach(function (n, v) { if (n) counts.set(v, n); });
+    else for (r = 0; r < tally.length; r++) if (tally[r]) counts.set(r - 1, tally[r]);
+    if (split && tally[0]) counts.set(-1, tally[0]);
     var label = el("label", "filter", c.label);
     var select = el("select");
     select.setAttribute("data-col", c.key);
@@ -72,15 +76,31 @@
     Array.from(counts.keys()).sort(function (a, b) {
       return counts.get(b) - counts.get(a) || a - b;
     }).forEach(function (v) {
-      var option = el("option", null, (v < 0 ? "(empty)" : text(c.index, v)) + " (" + fmt(counts.get(v)) + ")");
+      var option = el("option", null, (v < 0 ? "(empty)" : name(v)) + " (" + fmt(counts.get(v)) + ")");
       option.value = String(v);
       select.appendChild(option);
     });
     select.addEventListener("change", function () { setFilter(c.index, select.value); });
     label.appendChild(select);
     filtersEl.appendChild(label);
-    selects[c.key] = { select: select, col: c.index };
+    selects[c.key] = { select: select, col: c.index, name: name };
+    if (split) splits[c.index] = split;
   });
+
+  // A cell that lists values ("status, reason"): each value once, the rows that list it
+  // counted, and per value which of the column's strings contain it.
+  function splitValues(c, tally) {
+    var values = [], ids = new Map(), has = [], counts = [];
+    strings[c.index].forEach(function (s, sid) {
+      s.split(c.split).forEach(function (part) {
+        if (!part) return;
+        if (!ids.has(part)) { ids.set(part, values.length); values.push(part); has.push(new Uint8Array(strings[c.index].length)); counts.push(0); }
+        var v = ids.get(part);
+        if (!has[v][sid]) { has[v][sid] = 1; counts[v] += tally[sid + 1]; }
+      });
+    });
+    return { values: values, has: has, counts: counts };
+  }
 
   function setFilter(col, value) {
     if (value === "") delete state.filters[col]; else state.filters[col] = Number(value);
@@ -95,7 +115,7 @@
       var wanted = button.getAttribute("data-filter-value");
       for (var i = 0; i < target.select.options.length; i++) {
         var option = target.select.options[i];
-        if (option.value !== "" && text(target.col, Number(option.value)) === wanted) {
+        if (option.value !== "" && Number(option.value) >= 0 && target.name(Number(option.value)) === wanted) {
           target.select.value = option.value;
           setFilter(target.col, option.value);
           document.getElementById("table-section").scrollIntoView({ block: "start" });
@@ -127,11 +147,17 @@
   function apply() {
     var words = state.query.toLowerCase().split(/\s+/).filter(Boolean);
     var hitSets = words.map(matchingStrings);
-    var filterList = Object.keys(state.filters).map(function (k) { return [Number(k), state.filters[k]]; });
+    var filterList = Object.keys(state.filters).map(function (k) {
+      var value = state.filters[k], split = splits[k];
+      return [Number(k), value, split && value >= 0 ? split.has[value] : null];  // a split value: the strings that list it
+    });
     viewLen = 0;
     for (var p = 0; p < total; p++) {
       var r = order === null ? p : order[p], base = r * stride, ok = true, f, w, c;
-      for (f = 0; f < filterList.length && ok; f++) ok = cells[base + filterList[f][0]] === filterList[f][1];
+      for (f = 0; f < filterList.length && ok; f++) {
+        var got = cells[base + filterList[f][0]], has = filterList[f][2];
+        ok = has ? got >= 0 && has[got] === 1 : got === filterList[f][1];
+      }
       for (w = 0; w < hitSets.length && ok; w++) {
         var hits = hitSets[w], found = false;
         for (c = 0; c < searchCols.length && !found; c++) { var v = cells[base + searchCols[c]]; found = v >= 0 && hits[c][v] === 1; }
@@ -299,13 +325,18 @@
       d[1].forEach(function (n) { notes.appendChild(el("li", null, t(n))); });
       box.appendChild(notes);
     }
+    // Two sections (a diff's base and new policy) stand side by side, to be read across.
+    var sections = el("div", "sections" + (d[2].length === 2 ? " side-by-side" : ""));
     d[2].forEach(function (section) {
-      if (t(section[0]) !== null) box.appendChild(el("h3", null, t(section[0])));
-      if (!section[1].length) { box.appendChild(el("p", "detail-note", t(section[2]))); return; }
+      var part = sections.appendChild(el("div", "section"));
+      if (t(section[0]) !== null) part.appendChild(el("h3", null, t(section[0])));
+      if (t(section[2]) !== null) part.appendChild(el("p", "detail-note", t(section[2])));
+      if (!section[1].length) return;
       var list = el("ol", "steps");
       section[1].forEach(function (stepId) { list.appendChild(stepElement(details.steps[stepId], t)); });
-      box.appendChild(list);
+      part.appendChild(list);
     });
+    box.appendChild(sections);
     return box;
   }
 
