@@ -149,9 +149,8 @@ def test_only_the_rows_in_view_are_in_the_page(
     assert page.locator("#count").inner_text() == "3,000 enrollments"
     assert page.locator("#rows .row").count() < 80
     page.eval_on_selector("#viewport", "v => { v.scrollTop = v.scrollHeight; }")
-    page.wait_for_function(
-        f"document.querySelector('#rows .row[data-row=\"{len(decisions) - 1}\"]') !== null"
-    )
+    # wait_for_selector, not wait_for_function: the page's CSP refuses the eval its polling needs
+    page.wait_for_selector(f"#rows .row[data-row='{len(decisions) - 1}']", state="attached")
     assert rendered_ids(page)[-1] == decisions[-1].enrollment_id
     assert page.locator("#rows .row").count() < 80
 
