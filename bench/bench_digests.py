@@ -40,22 +40,28 @@ def fill(engine: Engine, enrollments: int, runs: int) -> None:
     series = "generate_series" if engine.dialect.name == "postgresql" else None
     with engine.begin() as connection:
         for run in range(1, runs + 1):
-            connection.execute(text(
-                "INSERT INTO runs (id, program_id, mode, started_at, evaluation_now, outcome, counts) "
-                "VALUES (:id, :program, 'dry_run', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'completed', '{}')"
-            ), {"id": run, "program": PROGRAM})
+            connection.execute(
+                text(
+                    "INSERT INTO runs (id, program_id, mode, started_at, evaluation_now, outcome, "
+                    "counts) VALUES (:id, :program, 'dry_run', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'completed', '{}')"
+                ),
+                {"id": run, "program": PROGRAM},
+            )
             numbers = (
                 f"SELECT n FROM {series}(1, :count) AS n"
                 if series
                 else "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < :count) "
                 "SELECT n FROM s"
             )
-            connection.execute(text(
-                "INSERT INTO decisions (run_id, program_id, enrollment_id, group_ids, current_group_ids, "
-                "groups_added, groups_removed, action, warnings, trace, decision_digest, change_state, "
-                f"attempts, updated_at) SELECT :run, :program, 'enr-' || n, '[]', '[]', '[]', '[]', 'none', "
-                f"'[]', '[]', n * 10 + :run, 'none', 0, CURRENT_TIMESTAMP FROM ({numbers}) AS numbers"
-            ), {"run": run, "program": PROGRAM, "count": enrollments})
+            connection.execute(
+                text(
+                    "INSERT INTO decisions (run_id, program_id, enrollment_id, group_ids, current_group_ids, "
+                    "groups_added, groups_removed, action, warnings, trace, decision_digest, change_state, "
+                    "attempts, updated_at) SELECT :run, :program, 'enr-' || n, '[]', '[]', '[]', '[]', "
+                    f"'none', '[]', '[]', n * 10 + :run, 'none', 0, CURRENT_TIMESTAMP FROM ({numbers}) AS numbers"
+                ),
+                {"run": run, "program": PROGRAM, "count": enrollments},
+            )
         if engine.dialect.name == "postgresql":
             connection.execute(text("ANALYZE decisions"))
 
@@ -91,8 +97,10 @@ def measure(engine: Engine, repeat: int, enrollments: int, runs: int) -> None:
                 other.append(seconds)
                 assert alternative == got
     alternative_text = f", DISTINCT ON {statistics.median(other):.3f} s" if on_postgres else ""
-    print(f"{engine.dialect.name}: latest_digests (GROUP BY + join) {statistics.median(shipped):.3f} s"
-          f"{alternative_text} (median of {repeat}, {enrollments:,} enrollments x {runs} rows each)")
+    print(
+        f"{engine.dialect.name}: latest_digests (GROUP BY + join) {statistics.median(shipped):.3f} s"
+        f"{alternative_text} (median of {repeat}, {enrollments:,} enrollments x {runs} rows each)"
+    )
 
 
 def main() -> None:
