@@ -43,7 +43,8 @@ def fill(engine: Engine, enrollments: int, runs: int) -> None:
             connection.execute(
                 text(
                     "INSERT INTO runs (id, program_id, mode, started_at, evaluation_now, outcome, "
-                    "counts) VALUES (:id, :program, 'dry_run', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'completed', '{}')"
+                    "counts) VALUES (:id, :program, 'dry_run', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, "
+                    "'completed', '{}')"
                 ),
                 {"id": run, "program": PROGRAM},
             )
@@ -58,7 +59,8 @@ def fill(engine: Engine, enrollments: int, runs: int) -> None:
                     "INSERT INTO decisions (run_id, program_id, enrollment_id, group_ids, current_group_ids, "
                     "groups_added, groups_removed, action, warnings, trace, decision_digest, change_state, "
                     "attempts, updated_at) SELECT :run, :program, 'enr-' || n, '[]', '[]', '[]', '[]', "
-                    f"'none', '[]', '[]', n * 10 + :run, 'none', 0, CURRENT_TIMESTAMP FROM ({numbers}) AS numbers"
+                    "'none', '[]', '[]', n * 10 + :run, 'none', 0, CURRENT_TIMESTAMP "
+                    f"FROM ({numbers}) AS numbers"
                 ),
                 {"run": run, "program": PROGRAM, "count": enrollments},
             )
