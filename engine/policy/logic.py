@@ -35,6 +35,7 @@ from typing import Any
 import datalogic_py
 
 from engine.errors import EvaluationError
+from engine.policy.text import joined_surrogates
 
 CLASSIC_OPERATORS = frozenset(
     {
@@ -566,7 +567,8 @@ _INT64 = 2**63
 
 
 def representable(value: Any) -> Any:
-    """A copy where out-of-range integers become floats and lone surrogates become U+FFFD."""
+    """A copy where out-of-range integers become floats, split surrogate pairs are joined
+    and lone surrogates become U+FFFD."""
     if isinstance(value, dict):
         return {representable(k): representable(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -577,7 +579,7 @@ def representable(value: Any) -> Any:
         except OverflowError:
             return None
     if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode("utf-8")
+        return joined_surrogates(value)
     return value
 
 

@@ -17,6 +17,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from engine.errors import PolicyError
+from engine.policy.text import joined_surrogates
 
 MAX_YAML_BYTES = 256_000  # real policies are a few KB
 MAX_YAML_DEPTH = 64
@@ -172,13 +173,5 @@ def _plain_scalar(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     if isinstance(value, str):
-        return _join_surrogates(value)
+        return joined_surrogates(value)
     return value
-
-
-def _join_surrogates(text: str) -> str:
-    """``"\\ud83d\\ude00"`` (how JSON writes an emoji) is one character, not two halves."""
-    if not any("\ud800" <= ch <= "\udfff" for ch in text):
-        return text
-    joined = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return joined.encode("utf-8", "replace").decode("utf-8")

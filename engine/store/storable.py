@@ -15,6 +15,7 @@ from operator import attrgetter
 from typing import Any
 
 from engine.policy.decision import Decision, RuleTrace
+from engine.policy.text import joined_surrogates
 
 
 def clean_locations(locations: Sequence[Any] | None) -> list[Any] | None:
@@ -59,9 +60,7 @@ def _is_storable(text: str) -> bool:
 def storable_text(text: str) -> str:
     if _is_storable(text):
         return text
-    text = text.replace("\x00", "\ufffd")
-    # Pairs a split surrogate pair back together; a lone surrogate becomes U+FFFD.
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return joined_surrogates(text.replace("\x00", "\ufffd"))
 
 
 def storable_or_none(text: str | None) -> str | None:

@@ -458,6 +458,14 @@ def test_lone_surrogate_never_raises(evaluate: Callable[[Policy, Any], Decision]
     assert decision.action in (Action.UPDATE, Action.ERROR)
 
 
+def test_a_split_surrogate_pair_is_read_as_its_character(evaluate: Callable[[Policy, Any], Decision]) -> None:
+    """A lenient JSON parser may hand over the two halves of an escaped emoji; conditions see
+    the emoji."""
+    policy = make_policy([rule("smile", {"==": [{"var": "note"}, {"var": "emoji"}]})])
+    raw = enrollment(note="\ud83d\ude00", emoji="\U0001f600")
+    assert evaluate(policy, raw).rule_id == "smile"
+
+
 def test_integer_attribute_too_large_for_a_float_is_a_warning(
     evaluate: Callable[[Policy, Any], Decision],
 ) -> None:
