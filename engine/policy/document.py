@@ -30,6 +30,7 @@ from engine.policy.logic import (
     LogicEngine,
     default_engine,
     is_operation,
+    missing_keys,
     operands,
     pointer_path,
     root_paths,
@@ -306,7 +307,7 @@ def substitute_decision(node: Any, decided: dict[str, Any]) -> Any:
 
 
 def _substitute_missing(node: dict[str, Any], args: list[Any], decided: dict[str, Any]) -> Any:
-    keys = args[0] if len(args) == 1 and isinstance(args[0], list) else args
+    keys = missing_keys("missing", args)
     if not all(isinstance(key, str) for key in keys) or not any(k.startswith("decision.") for k in keys):
         return node
     settled = [k for k in keys if k.startswith("decision.") and decided.get(k[9:]) in (None, "")]

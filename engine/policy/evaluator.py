@@ -17,7 +17,9 @@ from engine.policy.logic import (
     LogicSession,
     default_engine,
     describe_logic_error,
+    literal_keys,
     lookup,
+    missing_keys,
     var_reads,
     walk_operations,
 )
@@ -175,7 +177,7 @@ def facts_plan(policy: Policy) -> FactsPlan:
             literal = bool(args) and isinstance(args[0], str | int) and not isinstance(args[0], bool)
             if operator == "var" and not literal:
                 return FactsPlan()  # a computed path: anything may be read
-            if operator in ("missing", "missing_some") and not _literal_missing(operator, args):
+            if operator in ("missing", "missing_some") and literal_keys(missing_keys(operator, args)) is None:
                 return FactsPlan()
     reads = [(read.path, read.scope) for c in conditions for read in var_reads(c)]
     templates = [rule.reason for rule in policy.rules]
@@ -183,13 +185,6 @@ def facts_plan(policy: Policy) -> FactsPlan:
         templates.append(policy.default_reason)
     reads += [(path, None) for template in templates for path in template.paths]
     return FactsPlan.from_reads(reads)
-
-
-def _literal_missing(operator: str, args: list[Any]) -> bool:
-    keys = args[1] if operator == "missing_some" and len(args) > 1 else args
-    if operator == "missing" and len(args) == 1 and isinstance(args[0], list):
-        keys = args[0]
-    return isinstance(keys, list) and all(isinstance(k, str | int) for k in keys)
 
 
 def _apply_group(group: CompiledGroupRule, group_ids: list[str]) -> list[str]:

@@ -117,7 +117,7 @@ def var_reads(node: Any, scope: str | None = None, pointer: str = "") -> Iterato
             yield VarRead(str(args[0]), len(args) > 1, scope, pointer)
         return
     if operator in ("missing", "missing_some"):
-        keys = _literal_keys(args[1:2] if operator == "missing_some" else args)
+        keys = literal_keys(missing_keys(operator, args))
         for key in keys or []:
             yield VarRead(key, True, scope, pointer)
     if operator in SCOPED_OPERATORS and len(args) >= 2:
@@ -304,9 +304,15 @@ def _as_singletons(raw: Any, value: Any) -> Any:
     return [[value]]  # a number, string, boolean or null: one item
 
 
-def _literal_keys(args: list[Any]) -> list[str] | None:
-    """The key list of ``missing`` when it is written literally, else None (computed)."""
-    keys = args[0] if len(args) == 1 and isinstance(args[0], list) else args
+def missing_keys(operator: str, args: list[Any]) -> list[Any]:
+    """The keys a ``missing`` (its arguments, or its one list argument) or ``missing_some``
+    (its second argument) checks, as written: literal keys or operations computing them."""
+    written = args[1:2] if operator == "missing_some" else args
+    return written[0] if len(written) == 1 and isinstance(written[0], list) else written
+
+
+def literal_keys(keys: list[Any]) -> list[str] | None:
+    """``keys`` as paths when each is written literally (text or a whole number), else None."""
     if all(isinstance(key, str | int) and not isinstance(key, bool) for key in keys):
         return [str(key) for key in keys]
     return None
@@ -324,7 +330,7 @@ def _missing_list(keys: list[str]) -> Any:
 
 
 def _rewrite_missing(args: list[Any]) -> Any:
-    keys = _literal_keys(args)
+    keys = literal_keys(missing_keys("missing", args))
     if keys is not None:
         return _missing_list(keys)
     # Computed keys: hand the keys and the current data to a custom operator.
@@ -334,7 +340,7 @@ def _rewrite_missing(args: list[Any]) -> Any:
 
 def _rewrite_missing_some(args: list[Any]) -> Any:
     if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], list):
-        keys = _literal_keys([args[1]])
+        keys = literal_keys(args[1])
         if keys is not None:
             if not keys:
                 return {"merge": []}

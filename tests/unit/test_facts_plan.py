@@ -81,8 +81,9 @@ def test_missing_with_literal_keys_reads_just_those(
         '{"!!": [{"missing_some": [1, {"var": "x"}]}]}',
         '{"==": [{"var": {"cat": ["site.", "state_code"]}}, "TX"]}',
         '{"==": [{"var": true}, "TX"]}',
+        '{"!!": [{"missing": [true]}]}',
     ],
-    ids=["missing-computed", "missing-some-computed", "var-computed", "var-boolean"],
+    ids=["missing-computed", "missing-some-computed", "var-computed", "var-boolean", "missing-boolean"],
 )
 def test_a_read_that_cannot_be_seen_statically_builds_everything(when: str) -> None:
     assert plan_of(when) == FactsPlan()
