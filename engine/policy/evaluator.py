@@ -65,8 +65,7 @@ class Evaluator:
             return _error_decision(None, None, [], f"enrollment is a {type(raw).__name__}, not an object")
         enrollment_id = _text(raw.get("id"))
         current_status = _text(raw.get("status"))
-        site = raw.get("site")
-        current_groups = group_ids_of(site) if isinstance(site, dict) else []
+        current_groups = group_ids_of(raw.get("site"))
         if current_status not in self._applies_to:
             return Decision(
                 enrollment_id, current_status, None, None, None, current_groups, current_groups,

@@ -175,8 +175,11 @@ class FactsBuilder:
         return result
 
 
-def group_ids_of(site: dict[str, Any]) -> list[str]:
-    """The site's current group ids, in the order the API sent them."""
+def group_ids_of(site: Any) -> list[str]:
+    """The site's current group ids, in the order the API sent them (none when ``site`` is
+    not an object; groups without a text id are left out). The one reader of them."""
+    if not isinstance(site, dict):
+        return []
     ids = []
     for group in _as_list(site.get("groups")):
         if isinstance(group, dict) and isinstance(group.get("id"), str):

@@ -30,6 +30,7 @@ from engine.policy.decision import Action, Decision, RuleTrace
 from engine.policy.document import Policy, load_policy_text
 from engine.policy.evaluator import Evaluator
 from engine.policy.facts import group_ids_of
+from engine.runs.patch import patch_is_applied
 from engine.runs.plans import (
     PlanChange,
     PlanDocument,
@@ -47,7 +48,6 @@ from engine.runs.service import (
     ProgressCallback,
     RunService,
     RunSettings,
-    patch_is_applied,
 )
 from engine.runs.states import AMBIGUOUS_STATES, OPEN_STATES, ChangeState, PlanState, RunMode, RunOutcome
 
@@ -400,12 +400,11 @@ class ReviewApplier:
             planned_reads = _reads(record.decision.trace)
             # Without a trace of what the change read, facts cannot be compared: say nothing of them.
             fresh_reads = _reads(tracer.evaluate(fresh).trace) if planned_reads else {}
-            site = fresh.get("site")
             what = describe_drift(
                 planned_status=record.decision.current_status,
                 planned_groups=record.decision.current_group_ids,
                 fresh_status=status if isinstance(status, str) else None,
-                fresh_groups=group_ids_of(site) if isinstance(site, dict) else [],
+                fresh_groups=group_ids_of(fresh.get("site")),
                 planned_reads=planned_reads,
                 fresh_reads=fresh_reads,
             )

@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.policy.decision import Action, Decision
+from engine.policy.facts import group_ids_of
 from engine.policy.statuses import STATUS_VALUES, EnrollmentStatus, group_id_problem, not_a_status
 
-__all__ = ["comparable_body", "patch_body", "planned_body"]
+__all__ = ["comparable_body", "patch_body", "patch_is_applied", "planned_body"]
 
 
 def patch_body(decision: Decision) -> tuple[dict[str, Any], str | None]:
@@ -55,6 +56,13 @@ def planned_body(decision: Decision) -> tuple[dict[str, Any] | None, str | None]
     if problem is not None:
         return None, f"no valid PATCH body: {problem}"
     return (body or None), None
+
+
+def patch_is_applied(body: Mapping[str, Any], enrollment: Mapping[str, Any]) -> bool:
+    """Whether an enrollment already has the state a PATCH body asks for."""
+    if "status" in body and enrollment.get("status") != body["status"]:
+        return False
+    return "group_ids" not in body or set(group_ids_of(enrollment.get("site"))) == set(body["group_ids"])
 
 
 def comparable_body(body: Mapping[str, Any]) -> dict[str, Any]:

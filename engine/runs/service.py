@@ -28,7 +28,7 @@ from engine.policy.decision import Action, Decision
 from engine.policy.document import Policy
 from engine.policy.evaluator import Evaluator
 from engine.runs.digest import decision_digest
-from engine.runs.patch import patch_body
+from engine.runs.patch import patch_body, patch_is_applied
 from engine.runs.ports import DecisionStore, FlipApi, Outcome, PlannedChangeLike, ProgramLockLike
 from engine.runs.report import HeldChange, RunReport
 from engine.runs.review import sort_for_review
@@ -662,16 +662,3 @@ def _safe_message(exc: ApiError) -> str:
         return str(exc)
     code = f" {exc.code}" if exc.code else ""
     return f"HTTP {exc.status_code}{code}"
-
-
-def patch_is_applied(patch: dict[str, Any], enrollment: dict[str, Any]) -> bool:
-    """Whether an enrollment already has the state a PATCH body asks for."""
-    if "status" in patch and enrollment.get("status") != patch["status"]:
-        return False
-    if "group_ids" in patch:
-        site = enrollment.get("site") if isinstance(enrollment.get("site"), dict) else {}
-        groups = site.get("groups") if isinstance(site, dict) else None
-        current = {g.get("id") for g in groups or [] if isinstance(g, dict)}
-        if current != set(patch["group_ids"]):
-            return False
-    return True

@@ -33,8 +33,9 @@ from engine.bootstrap import AppConfig, run_policy
 from engine.policy.decision import Action, Decision
 from engine.policy.document import Policy, load_policy
 from engine.policy.evaluator import Evaluator
+from engine.runs.patch import patch_is_applied
 from engine.runs.report import RunReport
-from engine.runs.service import RunSettings, patch_is_applied
+from engine.runs.service import RunSettings
 from engine.sandbox.generator import TX_BATTERY_PROGRAM
 from engine.sandbox.simulator import FaultConfig, Simulator, SimulatorConfig
 from engine.store import Store

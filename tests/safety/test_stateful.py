@@ -41,7 +41,8 @@ from engine.bootstrap import AppConfig, run_policy
 from engine.errors import ApiResponseError, ApiRetryableError
 from engine.policy.decision import Action, Decision
 from engine.policy.evaluator import Evaluator
-from engine.runs.service import RunSettings, patch_is_applied
+from engine.runs.patch import patch_is_applied
+from engine.runs.service import RunSettings
 from engine.sandbox.simulator import FaultConfig, SimulatorConfig
 from engine.store import Store
 

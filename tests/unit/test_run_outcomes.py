@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from engine.errors import ApiError, ApiResponseError, ApiRetryableError
-from engine.runs.service import _failure_state, _safe_message, patch_is_applied
+from engine.runs.patch import patch_is_applied
+from engine.runs.service import _failure_state, _safe_message
 from engine.runs.states import ChangeState
 
 from .fakes import Fakes
@@ -61,6 +62,8 @@ def enrollment(status: str = "ACTIVE", groups: Any = (("A",),)) -> dict[str, Any
         ({"group_ids": []}, {"status": "ACTIVE"}, True),
         ({"group_ids": ["A"]}, {"status": "ACTIVE", "site": "not an object"}, False),
         ({"group_ids": ["A"]}, {"status": "ACTIVE", "site": {"groups": ["A", {"id": "A"}]}}, True),
+        # groups are read as the evaluator reads them: one without a text id is not a group
+        ({"group_ids": ["A"]}, {"status": "ACTIVE", "site": {"groups": [{"id": "A"}, {"id": None}]}}, True),
         ({"status": "ACTIVE", "group_ids": ["A"]}, enrollment(), True),
         ({"status": "ACTIVE", "group_ids": ["B"]}, enrollment(), False),
         ({}, enrollment(), True),
