@@ -102,11 +102,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_test(args: argparse.Namespace) -> int:
     from engine.errors import PolicyError
     from engine.policy.coverage import CoverageSet
-    from engine.policy.testfile import find_test_files, run_test_file
+    from engine.policy.paths import find_policy_files
+    from engine.policy.testfile import run_test_file
     from engine.render.coverage import render_coverage, render_test_json
     from engine.render.text import render_test_results
 
-    files = find_test_files(list(args.paths) or [DEFAULT_RULES_DIR])
+    files = find_policy_files(list(args.paths) or [DEFAULT_RULES_DIR], tests=True)
     if not files:
         err("no *.test.yaml files found")
         return EXIT_FAILED

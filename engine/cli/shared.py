@@ -87,17 +87,16 @@ def environ() -> dict[str, str]:
 
 
 def policy_files(paths: list[Path]) -> list[Path]:
+    """The policy files named or under the folders named (the default rules folder when none);
+    a path that does not exist is an ``InputError``."""
     from engine.errors import InputError
+    from engine.policy.paths import find_policy_files
 
-    found: list[Path] = []
-    for path in paths or [DEFAULT_RULES_DIR]:
-        if path.is_dir():
-            found.extend(p for p in sorted(path.rglob("*.yaml")) if not p.name.endswith(".test.yaml"))
-        elif path.exists():
-            found.append(path)
-        else:
+    paths = paths or [DEFAULT_RULES_DIR]
+    for path in paths:
+        if not path.exists():
             raise InputError(f"{path}: no such file or folder")
-    return found
+    return find_policy_files(paths)
 
 
 def app_config(args: argparse.Namespace) -> Any:

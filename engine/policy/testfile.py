@@ -29,7 +29,6 @@ from engine.policy.document import Policy, load_policy
 from engine.policy.evaluator import Evaluator
 from engine.policy.yamlsafe import load_yaml
 
-TEST_SUFFIX = ".test.yaml"
 _UNSET = object()
 
 
@@ -92,17 +91,6 @@ class TestFileResult:
     @property
     def passed(self) -> int:
         return sum(case.passed for case in self.cases)
-
-
-def find_test_files(paths: list[Path]) -> list[Path]:
-    """``*.test.yaml`` files named directly or found under folders, sorted."""
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found.extend(sorted(path.rglob(f"*{TEST_SUFFIX}")))
-        else:
-            found.append(path)
-    return found
 
 
 def run_test_file(path: Path, coverage: CoverageSet | None = None) -> TestFileResult:

@@ -10,12 +10,12 @@ import pytest
 
 from engine.errors import PolicyError
 from engine.policy.decision import Action, Decision
+from engine.policy.paths import find_policy_files
 from engine.policy.testfile import (
     Expectation,
     Mismatch,
     compare,
     deep_merge,
-    find_test_files,
     run_test_file,
 )
 from engine.render.text import render_test_results
@@ -74,17 +74,20 @@ def test_example_policy_cases_pass(path: Path) -> None:
 
 def test_find_test_files(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
-    for name in ("b.test.yaml", "a.test.yaml", "sub/c.test.yaml", "policy.yaml", "notes.txt"):
+    for name in ("b.test.yaml", "a.test.yaml", "sub/c.test.yaml", "policy.yaml", "sub/z.yaml", "notes.txt"):
         (tmp_path / name).write_text("x", encoding="utf-8")
-    found = find_test_files([tmp_path])
+    found = find_policy_files([tmp_path], tests=True)
     assert [p.relative_to(tmp_path).as_posix() for p in found] == [
         "a.test.yaml",
         "b.test.yaml",
         "sub/c.test.yaml",
     ]
+    policies = find_policy_files([tmp_path])
+    assert [p.relative_to(tmp_path).as_posix() for p in policies] == ["policy.yaml", "sub/z.yaml"]
     named = tmp_path / "policy.yaml"
-    assert find_test_files([named]) == [named]
-    assert [p.name for p in find_test_files([RULES])] == [p.name for p in TEST_FILES]
+    missing = tmp_path / "missing.test.yaml"
+    assert find_policy_files([named, missing], tests=True) == [named, missing]
+    assert [p.name for p in find_policy_files([RULES], tests=True)] == [p.name for p in TEST_FILES]
 
 
 def test_failing_case_is_reported_with_its_mismatches(tmp_path: Path) -> None:
