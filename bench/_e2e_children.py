@@ -46,13 +46,14 @@ def floor(url: str) -> None:
 
 def run(url: str, db: str, live: bool, concurrency: int, recheck: bool) -> None:
     started = time.perf_counter()
-    from engine.bootstrap import AppConfig, run_policy
+    from engine.bootstrap import run_policy
+    from engine.config import Settings
     from engine.policy.document import load_policy
     from engine.render.text import render_summary
     from engine.runs.service import RunSettings
 
     policy = load_policy(POLICY)
-    config = AppConfig(environ={"FLIP_API_URL": url, "FLIP_API_KEY": KEY}, db_url=db)
+    config = Settings(api_url=url, api_key=KEY, db_url=db)
     settings = RunSettings(live=live, now=NOW, concurrency=concurrency, recheck=recheck)
     ready = time.perf_counter()
     report = run_policy(policy, config, settings)

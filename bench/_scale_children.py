@@ -16,13 +16,14 @@ from _e2e_children import KEY, NOW, POLICY
 
 def run(url: str, db: str, fmt: str, profile_out: str | None) -> None:
     started = time.perf_counter()
-    from engine.bootstrap import AppConfig, run_policy
+    from engine.bootstrap import run_policy
+    from engine.config import Settings
     from engine.policy.document import load_policy
     from engine.render.stream import decision_writer
     from engine.runs.service import RunSettings
 
     policy = load_policy(POLICY)
-    config = AppConfig(environ={"FLIP_API_URL": url, "FLIP_API_KEY": KEY}, db_url=db)
+    config = Settings(api_url=url, api_key=KEY, db_url=db)
     ready = time.perf_counter()
     with open("/dev/null", "w", encoding="utf-8") as sink:
         writer = decision_writer(fmt, sink, "bench")

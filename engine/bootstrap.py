@@ -1,20 +1,21 @@
 """The one module that picks concrete adapters: the httpx client and the SQLAlchemy store.
 
-Everything else takes its collaborators as arguments; the CLI calls these functions with a
-configuration object built from its arguments and the environment it was given.
+Everything else takes its collaborators as arguments; the CLI calls these functions with the
+``engine.config.Settings`` it built once from the environment and its flags.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from engine.config import Settings
 from engine.errors import InputError
-from engine.flip.client import ApiSettings, FlipClient
+from engine.flip.client import ApiSettings, FlipClient, Secret
 from engine.policy.decision import Decision
 from engine.policy.document import Policy, load_policy_text
 from engine.policy.explain import Explanation, explain
@@ -28,35 +29,32 @@ from engine.store.applied import applied_statuses
 from engine.store.locks import ProgramLock, acquire_program_lock
 from engine.vcs.git import show_file
 
-LOCK_TTL_S = 300.0
 
-
-@dataclass(frozen=True)
-class AppConfig:
-    """Where the product's data and the API are: built by the CLI, passed in everywhere."""
-
-    environ: Mapping[str, str] = field(default_factory=dict)
-    db_url: str | None = None
-    secrets_file: Path | None = None
-    api_overrides: Mapping[str, Any] = field(default_factory=dict)
-    lock_ttl_s: float = LOCK_TTL_S
-
-
-def open_store(config: AppConfig) -> Store:
+def open_store(settings: Settings) -> Store:
     """The decision store, migrated to the latest schema on first use."""
-    return Store.open(config.db_url, environ=config.environ, migrate=True)
+    return Store.open(settings.db_url, migrate=True)
 
 
-def api_settings(config: AppConfig) -> ApiSettings:
-    return ApiSettings.from_env(config.environ, config.secrets_file, **dict(config.api_overrides))
+def api_settings(settings: Settings) -> ApiSettings:
+    """How to reach the API; ``InputError`` naming ``FLIP_API_KEY`` when there is no key."""
+    return ApiSettings(
+        api_key=Secret(settings.require_api_key().get_secret_value()),
+        base_url=settings.api_url,
+        timeout_s=settings.timeout_s,
+        max_attempts=settings.max_attempts,
+        backoff_initial_s=settings.backoff_initial_s,
+        backoff_max_s=settings.backoff_max_s,
+        max_retry_after_s=settings.max_retry_after_s,
+        max_requests_per_s=settings.max_rps,
+    )
 
 
-def open_client(config: AppConfig) -> FlipClient:
-    return FlipClient(api_settings(config))
+def open_client(settings: Settings) -> FlipClient:
+    return FlipClient(api_settings(settings))
 
 
 def _lock_factory(
-    store: Store, config: AppConfig
+    store: Store, config: Settings
 ) -> Callable[[str, str], AbstractContextManager[ProgramLock]]:
     """Program locks on the store's database, with the configured lease length."""
 
@@ -70,7 +68,7 @@ def _lock_factory(
 
 @contextmanager
 def review_applier(
-    config: AppConfig,
+    config: Settings,
     settings: RunSettings,
     *,
     progress: ProgressCallback | None = None,
@@ -86,7 +84,7 @@ def review_applier(
 
 def run_policy(
     policy: Policy,
-    config: AppConfig,
+    config: Settings,
     settings: RunSettings,
     *,
     program_id: str | None = None,
@@ -117,7 +115,7 @@ class ReviewQueue:
     policies: dict[int, Policy] = field(default_factory=dict)
 
 
-def review_queue(config: AppConfig, program_id: str | None, *, with_policies: bool = False) -> ReviewQueue:
+def review_queue(config: Settings, program_id: str | None, *, with_policies: bool = False) -> ReviewQueue:
     """The review queue, oldest first; ``with_policies`` also loads the policies (the HTML
     report names them and withholds reasons that copy personal data)."""
     with open_store(config) as store:
@@ -134,7 +132,7 @@ def review_queue(config: AppConfig, program_id: str | None, *, with_policies: bo
     return ReviewQueue(changes, policies)
 
 
-def plan_document_of(config: AppConfig, plan_id: int) -> PlanDocument:
+def plan_document_of(config: Settings, plan_id: int) -> PlanDocument:
     """A stored plan as its file shows it."""
     with open_store(config) as store:
         return plan_document(store, plan_id)
@@ -151,7 +149,7 @@ class StoredExplanation:
     note: str | None = None
 
 
-def explain_stored(config: AppConfig, enrollment_id: str) -> StoredExplanation:
+def explain_stored(config: Settings, enrollment_id: str) -> StoredExplanation:
     """The latest stored decision of an enrollment, replayed with the stored policy text at the
     stored evaluation time against the enrollment as the API has it now."""
     with open_store(config) as store:
@@ -177,7 +175,7 @@ def explain_stored(config: AppConfig, enrollment_id: str) -> StoredExplanation:
 # --- reviewing a policy change (read-only: nothing is stored as a run, nothing is sent) ---
 
 
-def list_enrollment_dicts(config: AppConfig, program_id: str) -> list[dict[str, Any]]:
+def list_enrollment_dicts(config: Settings, program_id: str) -> list[dict[str, Any]]:
     """Every enrollment of a program as the API lists it (the only request made)."""
     with open_client(config) as client:
         return list(client.iter_enrollment_dicts(program_id))
@@ -187,7 +185,7 @@ def list_enrollment_dicts(config: AppConfig, program_id: str) -> list[dict[str, 
 class StoredPolicyTexts:
     """Base policies of a diff: a file at a git revision, or the text a stored run used."""
 
-    config: AppConfig
+    config: Settings
 
     def git_text(self, path: Path, revision: str) -> tuple[str, str]:
         return show_file(path, revision)
@@ -203,12 +201,12 @@ class StoredPolicyTexts:
         return version.source_text, f"<policy of run {run_id}>"
 
 
-def load_diff_base(config: AppConfig, base: str, rules: Path) -> Policy:
+def load_diff_base(config: Settings, base: str, rules: Path) -> Policy:
     """The base policy named by ``--base``: a path, ``git:REV`` or ``run:N``."""
     return load_base(parse_base(base), rules, StoredPolicyTexts(config))
 
 
-def applied_by_this_tool(config: AppConfig, program_id: str) -> dict[str, str]:
+def applied_by_this_tool(config: Settings, program_id: str) -> dict[str, str]:
     """The status this tool last applied to each enrollment of a program (from the store)."""
     with open_store(config) as store:
         return applied_statuses(store.engine, program_id)

@@ -501,3 +501,45 @@ def test_example_policies_point_at_the_schema(policy: Path) -> None:
     assert first.startswith(prefix)
     target = (policy.parent / first[len(prefix) :]).resolve()
     assert target == (REPO_ROOT / "schema" / "policy.schema.json").resolve()
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("AUTOAPPROVE_TIMEOUT_S", "ten"), ("AUTOAPPROVE_LOCK_TTL_S", "-5"), ("FLIP_API_URL", "api.flip.energy")],
+)
+def test_a_bad_setting_is_a_usage_error_naming_the_variable(variable: str, value: str) -> None:
+    result = run_cli(["runs", "--db", "sqlite:///:memory:"], {variable: value})
+    assert result.code == 2
+    assert result.stderr.startswith(f"error: {variable}=")
+    assert "Traceback" not in result.stderr
+
+
+def test_a_bad_key_is_named_never_shown() -> None:
+    result = run_cli(["runs", "--db", "sqlite:///:memory:"], {"FLIP_API_KEY": "fl_secret_0451 x"})
+    assert (result.code, result.stderr) == (2, "error: FLIP_API_KEY: contains whitespace\n")
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "field"),
+    [
+        ("run", "--concurrency", "concurrency"),
+        ("run", "--lock-ttl", "lock_ttl_s"),
+        ("apply", "--concurrency", "concurrency"),
+        ("apply", "--lock-ttl", "lock_ttl_s"),
+        ("review approve", "--concurrency", "concurrency"),
+    ],
+)
+def test_help_states_the_defaults_of_the_settings(
+    command: str, option: str, field: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.config import Settings
+
+    with pytest.raises(SystemExit):
+        cli.main([*command.split(), "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    help_of = text[text.index(option, text.index("options:")) :]
+    default = getattr(Settings(), field)
+    assert f"(default: ${Settings.variable(field)}, else {default:g})" in help_of[:200]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -39,6 +40,15 @@ def test_help_loads_no_heavy_library() -> None:
     assert result.stderr.strip() == "[]"
 
 
+def _found_in_engine(scan: Callable[[ast.AST], list[str]]) -> dict[str, list[str]]:
+    """What ``scan`` finds in each module under engine/, by path (modules it finds nothing in left out)."""
+    found = {}
+    for path in engine_modules():
+        if hits := scan(ast.parse(path.read_text(encoding="utf-8"))):
+            found[str(path.relative_to(REPO_ROOT))] = hits
+    return found
+
+
 def _exit_calls(tree: ast.AST) -> list[str]:
     found = []
     for node in ast.walk(tree):
@@ -61,6 +71,39 @@ def test_nothing_under_engine_exits_the_process() -> None:
         and path != ENGINE / "runs" / "service.py"
     }
     assert offenders == {}
+
+
+_ENVIRONMENT_NAMES = ("environ", "environb", "getenv", "getenvb", "putenv", "unsetenv")
+
+
+def _environment_reads(tree: ast.AST) -> list[str]:
+    """``os.environ``, ``os.getenv`` and friends, ``from os import environ``, a bare ``environ``."""
+    found = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+            and node.attr in _ENVIRONMENT_NAMES
+        ):
+            found.append(f"os.{node.attr} at line {node.lineno}")
+        elif isinstance(node, ast.ImportFrom) and node.module == "os":
+            found.extend(
+                f"from os import {alias.name} at line {node.lineno}"
+                for alias in node.names
+                if alias.name in _ENVIRONMENT_NAMES
+            )
+        elif isinstance(node, ast.Name) and node.id in _ENVIRONMENT_NAMES:
+            found.append(f"{node.id} at line {node.lineno}")
+    return found
+
+
+def test_only_the_settings_read_the_environment() -> None:
+    """Every environment variable is a field of ``engine.config.Settings``; the CLI builds it
+    once and passes it down, so no other module under engine/ reads the environment."""
+    readers = _found_in_engine(_environment_reads)
+    assert readers.pop("engine/config.py", None), "engine/config.py should read the environment"
+    assert readers == {}
 
 
 @cache

@@ -8,10 +8,10 @@ from collections.abc import Callable, Sequence
 
 from engine.cli import compare_cmds, policy_cmds, review_cmds, run_cmds, sandbox_cmds, store_cmds
 from engine.cli.options import Commands
-from engine.cli.shared import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, environ, err
+from engine.cli.shared import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Context, err, load_settings
 from engine.cli.watch import configure_output, report_error
 
-Handler = Callable[[argparse.Namespace], int]
+Handler = Callable[[argparse.Namespace, Context], int]
 
 # Every command, in the order ``--help`` lists them. A new command is a module with an
 # ``add_NAME(commands)`` function that sets ``handler``; list it here.
@@ -41,14 +41,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")  # odd data must never crash the output
     parser = build_parser()
     args = parser.parse_args(argv)
-    refused = _configure_logging(args)
-    if refused is not None:
-        return refused
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
         return EXIT_USAGE
-    return _run_handler(handler, args)
+    context = _context(args)
+    if context is None:
+        return EXIT_USAGE
+    return _run_handler(handler, args, context)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,11 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_handler(handler: Handler, args: argparse.Namespace) -> int:
+def _run_handler(handler: Handler, args: argparse.Namespace, context: Context) -> int:
     from engine import errors
 
     try:
-        return handler(args)
+        return handler(args, context)
     except errors.AutoapproveError as exc:
         return report_error(exc)
     except KeyboardInterrupt:
@@ -79,14 +79,16 @@ def _run_handler(handler: Handler, args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
-def _configure_logging(args: argparse.Namespace) -> int | None:
-    """Log lines as ``--log-format`` or ``AUTOAPPROVE_LOG_FORMAT`` say (text by default);
-    the library never configures logging. A usage error's exit code if the setting is bad."""
+def _context(args: argparse.Namespace) -> Context | None:
+    """The settings, read once from the environment and the flags, and log lines as they say
+    (``--log-format`` or ``AUTOAPPROVE_LOG_FORMAT``; the library never configures logging).
+    None, after saying why, when a setting is bad."""
     from engine.errors import InputError
 
     try:
-        configure_output(args, environ())
+        settings = load_settings(args)
     except InputError as exc:
         err(f"error: {exc}")
-        return EXIT_USAGE
-    return None
+        return None
+    configure_output(settings)
+    return Context(settings)

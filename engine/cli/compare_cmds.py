@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.cli.options import Commands, add_db_option, add_now, flip_status, flip_statuses
-from engine.cli.shared import EXIT_FAILED, EXIT_OK, app_config, err, out
+from engine.cli.shared import EXIT_FAILED, EXIT_OK, Context, err, out
 from engine.clock import utc_now
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ def _ids(text: str) -> list[str]:
     return ids
 
 
-def _enrollments(args: argparse.Namespace, policy: Policy) -> list[Any]:
+def _enrollments(args: argparse.Namespace, context: Context, policy: Policy) -> list[Any]:
     """From ``--input``, else listed from the API (read-only)."""
     from engine.flip.files import read_enrollments_file
 
@@ -112,7 +112,7 @@ def _enrollments(args: argparse.Namespace, policy: Policy) -> list[Any]:
         return read_enrollments_file(args.input)
     from engine.bootstrap import list_enrollment_dicts
 
-    return list(list_enrollment_dicts(app_config(args), args.program or policy.program_id))
+    return list(list_enrollment_dicts(context.settings, args.program or policy.program_id))
 
 
 def _source(args: argparse.Namespace, policy: Policy) -> str:
@@ -122,15 +122,15 @@ def _source(args: argparse.Namespace, policy: Policy) -> str:
     return f"listed from the Flip API (program {args.program or policy.program_id})"
 
 
-def cmd_diff(args: argparse.Namespace) -> int:
+def cmd_diff(args: argparse.Namespace, context: Context) -> int:
     from engine.bootstrap import load_diff_base
     from engine.policy.document import load_policy
     from engine.render.comparison import render_diff_csv, render_diff_json, render_diff_table
     from engine.runs.diff import diff_policies
 
     new = load_policy(args.rules)
-    base = load_diff_base(app_config(args), args.base, args.rules)
-    enrollments, now = _enrollments(args, new), args.now or utc_now(whole_seconds=True)
+    base = load_diff_base(context.settings, args.base, args.rules)
+    enrollments, now = _enrollments(args, context, new), args.now or utc_now(whole_seconds=True)
     report = diff_policies(base, new, enrollments, now)
     if args.format == "html":
         from engine.render.comparison_html import diff_page
@@ -145,18 +145,18 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_FAILED if args.fail_on_change and report.changed else EXIT_OK
 
 
-def cmd_backtest(args: argparse.Namespace) -> int:
+def cmd_backtest(args: argparse.Namespace, context: Context) -> int:
     from engine.policy.document import load_policy
     from engine.render.comparison import render_backtest_csv, render_backtest_json, render_backtest_table
     from engine.runs.backtest import DEFAULT_DECIDED, backtest
 
     policy = load_policy(args.rules)
-    enrollments, now = _enrollments(args, policy), args.now or utc_now(whole_seconds=True)
+    enrollments, now = _enrollments(args, context, policy), args.now or utc_now(whole_seconds=True)
     applied: dict[str, str] = {}
     if args.input is None:
         from engine.bootstrap import applied_by_this_tool
 
-        applied = applied_by_this_tool(app_config(args), args.program or policy.program_id)
+        applied = applied_by_this_tool(context.settings, args.program or policy.program_id)
     report = backtest(
         policy,
         enrollments,
@@ -191,7 +191,7 @@ def _explain_hint(args: argparse.Namespace, as_status: str) -> str:
     return f"`autoapprove explain --rules {args.rules} {source} --as-status {as_status} --id ID`"
 
 
-def cmd_cases(args: argparse.Namespace) -> int:
+def cmd_cases(args: argparse.Namespace, context: Context) -> int:
     from engine.errors import InputError
     from engine.flip.files import read_enrollments_file
     from engine.policy.cases import build_cases

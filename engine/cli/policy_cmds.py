@@ -11,7 +11,7 @@ from engine.cli.shared import (
     DEFAULT_RULES_DIR,
     EXIT_FAILED,
     EXIT_OK,
-    app_config,
+    Context,
     err,
     out,
     policy_files,
@@ -74,7 +74,7 @@ def add_schema(commands: Commands) -> None:
     cmd.set_defaults(handler=cmd_schema)
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def cmd_validate(args: argparse.Namespace, context: Context) -> int:
     from engine.errors import PolicyError
     from engine.policy.document import load_policy
     from engine.policy.lint import lint_policy
@@ -99,7 +99,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_FAILED if errors or (args.strict and warnings) else EXIT_OK
 
 
-def cmd_test(args: argparse.Namespace) -> int:
+def cmd_test(args: argparse.Namespace, context: Context) -> int:
     from engine.errors import PolicyError
     from engine.policy.coverage import CoverageSet
     from engine.policy.paths import find_policy_files
@@ -138,11 +138,11 @@ def cmd_test(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed or below else EXIT_OK
 
 
-def cmd_explain(args: argparse.Namespace) -> int:
+def cmd_explain(args: argparse.Namespace, context: Context) -> int:
     from engine.errors import InputError
 
     if args.stored_id and not (args.rules or args.input):
-        return _explain_stored(args)
+        return _explain_stored(args, context)
     if not (args.rules and args.input):
         raise InputError("explain needs --rules and --input, or an ENROLLMENT_ID of a stored decision")
     return _explain_file(args)
@@ -171,11 +171,11 @@ def _explain_file(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _explain_stored(args: argparse.Namespace) -> int:
+def _explain_stored(args: argparse.Namespace, context: Context) -> int:
     from engine.bootstrap import explain_stored
     from engine.render.text import render_explanation, render_stored_decision
 
-    found = explain_stored(app_config(args), args.stored_id)
+    found = explain_stored(context.settings, args.stored_id)
     out(render_stored_decision(found.record, found.version))
     if found.replay is not None:
         since = "unchanged" if found.facts_unchanged else "CHANGED"
@@ -186,7 +186,7 @@ def _explain_stored(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_schema(args: argparse.Namespace) -> int:
+def cmd_schema(args: argparse.Namespace, context: Context) -> int:
     from engine.policy.document import policy_json_schema
 
     out(json.dumps(policy_json_schema(), indent=2))

@@ -28,7 +28,7 @@ from engine.cli.shared import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
-    app_config,
+    Context,
     err,
     policy_files,
 )
@@ -63,12 +63,12 @@ def load_jobs(args: argparse.Namespace) -> list[ProgramJob]:
     return jobs
 
 
-def confirm(jobs: list[ProgramJob], args: argparse.Namespace) -> bool:
+def confirm(jobs: list[ProgramJob], args: argparse.Namespace, context: Context) -> bool:
     from engine.errors import InputError
 
     if not sys.stdin.isatty():
         raise InputError("--live outside a terminal needs --yes (unattended runs must say so)")
-    url = os.environ.get("FLIP_API_URL", "https://api-utility.flip.energy")
+    url = context.settings.api_url  # the one resolution of the URL: what the client will use
     programs = ", ".join(args.program or job.program_id for job in jobs)
     sys.stderr.write(f"Apply the decisions of {args.rules} to program(s) {programs} at {url}? [y/N] ")
     sys.stderr.flush()
@@ -91,16 +91,16 @@ def _stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
-def run_online(args: argparse.Namespace, env: dict[str, str]) -> int:
+def run_online(args: argparse.Namespace, context: Context) -> int:
     jobs = load_jobs(args)
-    watchers = Watchers.from_args(args, env)
-    if args.live and not args.yes and not confirm(jobs, args):
+    watchers = Watchers.from_args(args, context.settings)
+    if args.live and not args.yes and not confirm(jobs, args, context):
         err("not confirmed: nothing was sent")
         return EXIT_USAGE
     try:
         with _stop_on_signals() as stop:
             while True:
-                code = _round(args, jobs, watchers, stop)
+                code = _round(args, context, jobs, watchers, stop)
                 if not args.every or stop.is_set() or code in (EXIT_AUTH, EXIT_USAGE):
                     return code
                 err(f"next run in {args.every:g} s (Ctrl-C or SIGTERM stops)")
@@ -111,7 +111,11 @@ def run_online(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 
 def _round(
-    args: argparse.Namespace, jobs: list[ProgramJob], watchers: Watchers, stop: threading.Event
+    args: argparse.Namespace,
+    context: Context,
+    jobs: list[ProgramJob],
+    watchers: Watchers,
+    stop: threading.Event,
 ) -> int:
     """Every program once; the exit code is the most severe of their runs."""
     from engine.runs.batch import run_programs
@@ -122,7 +126,10 @@ def _round(
     reports: dict[Path, RunReport] = {}
 
     def run_one(job: ProgramJob) -> RunReport:
-        return _run_one(args, job, output, stop, lambda report: reports.__setitem__(job.path, report))
+        def on_finish(report: RunReport) -> None:
+            reports[job.path] = report
+
+        return _run_one(args, context, job, output, stop=stop, on_finish=on_finish)
 
     results = run_programs(jobs, run_one, parallel=parallel, stop=stop)
     output.close()
@@ -133,8 +140,10 @@ def _round(
 
 def _run_one(
     args: argparse.Namespace,
+    context: Context,
     job: ProgramJob,
     output: _Output,
+    *,
     stop: threading.Event,
     on_finish: Callable[[RunReport], None],
 ) -> RunReport:
@@ -145,7 +154,7 @@ def _run_one(
         live=args.live,
         now=args.now,
         max_changes=args.max_changes,
-        concurrency=args.concurrency,
+        concurrency=context.settings.concurrency,
         recheck=not args.no_recheck,
         crash_at=args.crash_at,
     )
@@ -153,14 +162,16 @@ def _run_one(
     progress = progress_for(program if output.folder else None, bars=not output.parallel)
     if args.format == "html":  # one self-contained page: it needs every decision at once
         try:
-            return _run_html(args, job, settings=settings, progress=progress, stop=stop, on_finish=on_finish)
+            return _run_html(
+                args, context, job, settings=settings, progress=progress, stop=stop, on_finish=on_finish
+            )
         finally:
             progress.close()
     writer = output.writer_for(job.policy, program)
     completed = False
     try:
         report = run_policy(
-            job.policy, app_config(args), settings, program_id=args.program,
+            job.policy, context.settings, settings, program_id=args.program,
             progress=progress, stop=stop, on_decision=writer.write, on_finish=on_finish,
         )  # fmt: skip
         completed = True
@@ -172,6 +183,7 @@ def _run_one(
 
 def _run_html(
     args: argparse.Namespace,
+    context: Context,
     job: ProgramJob,
     *,
     settings: RunSettings,
@@ -190,7 +202,7 @@ def _run_html(
     now = args.now or utc_now(whole_seconds=True)  # fixed here: explanations use the run's now
     explained = explained_for(args, job.policy, now)
     report = run_policy(
-        job.policy, app_config(args), replace(settings, now=now), program_id=args.program,
+        job.policy, context.settings, replace(settings, now=now), program_id=args.program,
         progress=progress, stop=stop, on_evaluated=explained, on_finish=on_finish,
     )  # fmt: skip
     footer = render_run_footer(report)

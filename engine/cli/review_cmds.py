@@ -21,7 +21,7 @@ from engine.cli.shared import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
-    app_config,
+    Context,
     err,
     out,
     render_decisions,
@@ -131,18 +131,19 @@ def add_review(commands: Commands) -> None:
 def _add_send_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--max-changes", type=non_negative_int, metavar="N",
                      help="apply nothing when more than N changes would be sent")  # fmt: skip
-    cmd.add_argument("--concurrency", type=positive_int, default=8, metavar="N",
-                     help="concurrent API requests (default 8)")  # fmt: skip
+    cmd.add_argument("--concurrency", type=positive_int, metavar="N",
+                     help="concurrent API requests (default: $AUTOAPPROVE_CONCURRENCY, else 8)")  # fmt: skip
     cmd.add_argument(
         "--max-rps", type=positive_float, metavar="R", help="never send more than R requests per second"
     )
-    cmd.add_argument("--lock-ttl", type=positive_float, default=300.0, metavar="S",
-                     help="SQLite lease of the program lock in seconds (default 300)")  # fmt: skip
+    cmd.add_argument("--lock-ttl", type=positive_float, metavar="S",
+                     help="SQLite lease of the program lock, seconds "
+                     "(default: $AUTOAPPROVE_LOCK_TTL_S, else 300)")  # fmt: skip
     cmd.add_argument("--crash-at", help=argparse.SUPPRESS)  # test hook: hard exit at a named step
     add_db_option(cmd)
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
+def cmd_plan(args: argparse.Namespace, context: Context) -> int:
     from engine.cli.program_runs import load_jobs
     from engine.cli.watch import most_severe, report_error
     from engine.runs.batch import run_programs
@@ -156,7 +157,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             "--format html --report FILE (or on stdout)"
         )
     jobs = load_jobs(args)  # a folder: one plan per program, duplicates refused up front
-    results = run_programs(jobs, lambda job: _plan_one(args, job.policy))
+    results = run_programs(jobs, lambda job: _plan_one(args, context, job.policy))
     codes = [
         EXIT_OK
         if r.error is None
@@ -166,12 +167,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return most_severe(codes)
 
 
-def _plan_one(args: argparse.Namespace, policy: Policy) -> RunReport:
+def _plan_one(args: argparse.Namespace, context: Context, policy: Policy) -> RunReport:
     from engine.bootstrap import plan_document_of, run_policy
     from engine.render.text import render_run_footer
     from engine.runs.service import RunSettings
 
-    config = app_config(args)
+    config = context.settings
     now = args.now or utc_now(whole_seconds=True)  # fixed here: explanations use the run's now
     explained = _explained(args.format, policy, now)
     report = run_policy(policy, config, RunSettings(plan=True, now=now), program_id=args.program,
@@ -228,7 +229,7 @@ def _plan_html(
     return render_page(plan_page(explained, context, decisions, facts, notes=notes))
 
 
-def cmd_apply(args: argparse.Namespace) -> int:
+def cmd_apply(args: argparse.Namespace, context: Context) -> int:
     from datetime import timedelta
 
     from engine.bootstrap import review_applier
@@ -239,7 +240,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     max_age = timedelta(seconds=args.max_age)
     by = args.by or _os_user()
     with review_applier(
-        app_config(args), _send_settings(args), progress=progress_for(None, bars=True)
+        context.settings, _send_settings(args, context), progress=progress_for(None, bars=True)
     ) as applier:
         document = applier.check_plan(target, max_age=max_age, program_id=args.program)
         summary = render_plan_summary(document)
@@ -253,10 +254,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.failed else EXIT_OK
 
 
-def cmd_review(args: argparse.Namespace) -> int:
+def cmd_review(args: argparse.Namespace, context: Context) -> int:
     from engine.bootstrap import review_queue
 
-    queue = review_queue(app_config(args), args.program, with_policies=args.format == "html")
+    queue = review_queue(context.settings, args.program, with_policies=args.format == "html")
     if args.format == "html":
         from engine.render.html import render_page
         from engine.render.review_html import review_page
@@ -271,14 +272,14 @@ def cmd_review(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_review_approve(args: argparse.Namespace) -> int:
+def cmd_review_approve(args: argparse.Namespace, context: Context) -> int:
     from engine.bootstrap import review_applier
     from engine.render.text import render_apply_report, render_review_queue
 
     if bool(args.ids) == bool(args.all):
         raise _input_error("review approve needs change ids or --all (not both)")
     with review_applier(
-        app_config(args), _send_settings(args), progress=progress_for(None, bars=True)
+        context.settings, _send_settings(args, context), progress=progress_for(None, bars=True)
     ) as applier:
         records = applier.waiting_for(args.ids or None, args.program)
         if not records:
@@ -295,22 +296,25 @@ def cmd_review_approve(args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.failed else EXIT_OK
 
 
-def cmd_review_reject(args: argparse.Namespace) -> int:
+def cmd_review_reject(args: argparse.Namespace, context: Context) -> int:
     from engine.bootstrap import review_applier
     from engine.runs.service import RunSettings
 
-    with review_applier(app_config(args), RunSettings()) as applier:
+    with review_applier(context.settings, RunSettings()) as applier:
         records = applier.waiting_for(args.ids, None)
         refused = applier.refuse(records, by=args.by, note=args.note)
     err(f"{refused} change(s) refused by {args.by}; nothing was sent")
     return EXIT_OK
 
 
-def _send_settings(args: argparse.Namespace) -> RunSettings:
+def _send_settings(args: argparse.Namespace, context: Context) -> RunSettings:
     from engine.runs.service import RunSettings
 
     return RunSettings(
-        live=True, max_changes=args.max_changes, concurrency=args.concurrency, crash_at=args.crash_at
+        live=True,
+        max_changes=args.max_changes,
+        concurrency=context.settings.concurrency,
+        crash_at=args.crash_at,
     )
 
 

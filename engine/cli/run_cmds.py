@@ -17,7 +17,7 @@ from engine.cli.options import (
     positive_float,
     positive_int,
 )
-from engine.cli.shared import EXIT_OK, environ, render_decisions, write_output
+from engine.cli.shared import EXIT_OK, Context, render_decisions, write_output
 from engine.cli.watch import add_watch_options
 from engine.clock import utc_now
 
@@ -55,14 +55,16 @@ def add_run(commands: Commands) -> None:
                      help="repeat every INTERVAL (e.g. 15m, 1h, 30s) until stopped")  # fmt: skip
     cmd.add_argument("--max-changes", type=non_negative_int, metavar="N",
                      help="a live run that needs more than N changes applies nothing")  # fmt: skip
-    cmd.add_argument("--concurrency", type=positive_int, default=8, metavar="N",
-                     help="concurrent API requests in a live run (default 8)")  # fmt: skip
+    cmd.add_argument("--concurrency", type=positive_int, metavar="N",
+                     help="concurrent API requests of a live run "
+                     "(default: $AUTOAPPROVE_CONCURRENCY, else 8)")  # fmt: skip
     cmd.add_argument("--max-rps", type=positive_float, metavar="R",
                      help="never send more than R requests per second")  # fmt: skip
     cmd.add_argument("--no-recheck", action="store_true",
                      help="skip re-reading each enrollment before a change (faster, less safe)")  # fmt: skip
-    cmd.add_argument("--lock-ttl", type=positive_float, default=300.0, metavar="S",
-                     help="SQLite lease of the program lock in seconds (default 300)")  # fmt: skip
+    cmd.add_argument("--lock-ttl", type=positive_float, metavar="S",
+                     help="SQLite lease of the program lock, seconds "
+                     "(default: $AUTOAPPROVE_LOCK_TTL_S, else 300)")  # fmt: skip
     cmd.add_argument("--parallel", type=positive_int, default=1, metavar="N",
                      help="with a folder: N programs at a time (default 1, one after another)")  # fmt: skip
     cmd.add_argument("--crash-at", help=argparse.SUPPRESS)  # test hook: hard exit at a named step
@@ -72,7 +74,7 @@ def add_run(commands: Commands) -> None:
     cmd.set_defaults(handler=cmd_run)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace, context: Context) -> int:
     from engine.cli.program_runs import run_online
     from engine.errors import InputError
     from engine.policy.document import load_policy
@@ -83,7 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.rules.is_dir():
             raise InputError("--input evaluates one policy: give a policy file, not a folder")
         return _run_offline(args, load_policy(args.rules))
-    return run_online(args, environ())
+    return run_online(args, context)
 
 
 def _run_offline(args: argparse.Namespace, policy: Policy) -> int:

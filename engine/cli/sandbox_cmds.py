@@ -18,7 +18,7 @@ from engine.cli.options import (
 from engine.cli.shared import (
     DEFAULT_RULES_DIR,
     EXIT_OK,
-    environ,
+    Context,
     err,
     out,
     policy_files,
@@ -67,7 +67,7 @@ def add_demo(commands: Commands) -> None:
     cmd.set_defaults(handler=cmd_demo)
 
 
-def cmd_sandbox(args: argparse.Namespace) -> int:
+def cmd_sandbox(args: argparse.Namespace, context: Context) -> int:
     from engine.sandbox.simulator import FaultConfig, SimulatorConfig, SimulatorInfo, serve
 
     config = SimulatorConfig(
@@ -105,10 +105,12 @@ def _example_programs(count: int) -> dict[str, int]:
     return programs or {"prog-tx-residential-battery": count, "prog-ca-ev-charging": count}
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace, context: Context) -> int:
     import tempfile
 
-    from engine.bootstrap import AppConfig, run_policy
+    from pydantic import SecretStr
+
+    from engine.bootstrap import run_policy
     from engine.policy.document import load_policy
     from engine.render.text import render_run_footer
     from engine.runs.service import RunSettings
@@ -118,9 +120,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = SimulatorConfig(programs={policy.program_id: args.enrollments}, seed=0)
     with Simulator(config) as simulator, tempfile.TemporaryDirectory() as scratch:
         info = simulator.info()
-        env = {**environ(), "FLIP_API_URL": info.base_url, "FLIP_API_KEY": info.api_key}
-        db_url = args.db or env.get("AUTOAPPROVE_DB") or f"sqlite:///{scratch}/demo.db"
-        app = AppConfig(environ=env, db_url=db_url)
+        given = context.settings
+        db_url = given.db_url if given.explicitly_set("db_url") else f"sqlite:///{scratch}/demo.db"
+        app = given.model_copy(
+            update={"api_url": info.base_url, "api_key": SecretStr(info.api_key), "db_url": db_url}
+        )
         err(f"simulator on {info.base_url} with {args.enrollments} enrollments of {policy.program_id}")
         report = run_policy(policy, app, RunSettings(now=args.now), progress=progress_for(None, bars=True))
         out(render_decisions(report.decisions, policy, args.format))

@@ -1,5 +1,5 @@
-"""What every command shares: exit codes, output lines, the progress bar, the rendered decisions
-and the configuration built from the arguments and the environment.
+"""What every command shares: exit codes, output lines, the rendered decisions, and the
+``Context`` a command runs in (the settings built once from the environment and the flags).
 
 Exit codes (also in the README):
   0  success
@@ -15,12 +15,13 @@ Exit codes (also in the README):
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from engine.config import Settings
     from engine.policy.decision import Decision
     from engine.policy.document import Policy
 
@@ -82,10 +83,6 @@ def event(name: str, message: str | None = None, *, level: int = 20, **fields: A
     log_event(logging.getLogger("autoapprove.cli"), name, message, level=level, **fields)
 
 
-def environ() -> dict[str, str]:
-    return dict(os.environ)
-
-
 def policy_files(paths: list[Path]) -> list[Path]:
     """The policy files named or under the folders named (the default rules folder when none);
     a path that does not exist is an ``InputError``."""
@@ -99,21 +96,32 @@ def policy_files(paths: list[Path]) -> list[Path]:
     return find_policy_files(paths)
 
 
-def app_config(args: argparse.Namespace) -> Any:
-    from engine.bootstrap import AppConfig
+# Flags that set a field of ``Settings`` (over its environment variable), by flag dest.
+SETTINGS_FLAGS = {
+    "db": "db_url",
+    "log_format": "log_format",
+    "notify_url": "notify_url",
+    "concurrency": "concurrency",
+    "max_rps": "max_rps",
+    "lock_ttl": "lock_ttl_s",
+}
 
-    overrides: dict[str, Any] = {}
-    if getattr(args, "max_rps", None):
-        overrides["max_requests_per_s"] = args.max_rps
-    env = environ()
-    key_file = env.get("FLIP_API_KEY_FILE")
-    return AppConfig(
-        environ=env,
-        db_url=getattr(args, "db", None),
-        secrets_file=Path(key_file) if key_file else None,
-        api_overrides=overrides,
-        lock_ttl_s=getattr(args, "lock_ttl", 300.0),
-    )
+
+@dataclass(frozen=True)
+class Context:
+    """What a command runs with besides its arguments: the settings, built once from the
+    environment and the flags."""
+
+    settings: Settings
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    """The settings: the environment, then the command's flags over it (``InputError``
+    naming the variable when a value is bad)."""
+    from engine.config import Settings
+
+    flags = {field: getattr(args, dest, None) for dest, field in SETTINGS_FLAGS.items()}
+    return Settings.load(**flags)
 
 
 def render_decisions(

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 
 from engine.cli.options import Commands, add_db_option, parse_interval, positive_int
-from engine.cli.shared import EXIT_OK, EXIT_USAGE, app_config, err, out
+from engine.cli.shared import EXIT_OK, EXIT_USAGE, Context, err, out
 
 
 def add_runs(commands: Commands) -> None:
@@ -67,22 +67,22 @@ def add_db_prune(actions: Commands) -> None:
 DB_ACTIONS: tuple[Callable[[Commands], None], ...] = (add_db_upgrade, add_db_prune)
 
 
-def cmd_runs(args: argparse.Namespace) -> int:
+def cmd_runs(args: argparse.Namespace, context: Context) -> int:
     from engine.bootstrap import open_store
     from engine.render.text import render_runs
 
-    with open_store(app_config(args)) as store:
+    with open_store(context.settings) as store:
         runs = store.list_runs(args.program, limit=args.limit)
     out(render_runs(runs))
     return EXIT_OK
 
 
-def cmd_history(args: argparse.Namespace) -> int:
+def cmd_history(args: argparse.Namespace, context: Context) -> int:
     from engine.bootstrap import open_store
     from engine.errors import InputError
     from engine.render.text import render_history
 
-    with open_store(app_config(args)) as store:
+    with open_store(context.settings) as store:
         records = store.history(args.enrollment_id)
     if not records:
         raise InputError(f"no stored decision for enrollment {args.enrollment_id!r}")
@@ -90,17 +90,17 @@ def cmd_history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_db_upgrade(args: argparse.Namespace) -> int:
+def cmd_db_upgrade(args: argparse.Namespace, context: Context) -> int:
     from engine.bootstrap import open_store
     from engine.store import current_revision
 
-    with open_store(app_config(args)) as store:
+    with open_store(context.settings) as store:
         revision = current_revision(store.engine)
     out(f"database is at revision {revision}")
     return EXIT_OK
 
 
-def cmd_db_prune(args: argparse.Namespace) -> int:
+def cmd_db_prune(args: argparse.Namespace, context: Context) -> int:
     import sys
     from datetime import UTC, datetime, timedelta
 
@@ -110,7 +110,7 @@ def cmd_db_prune(args: argparse.Namespace) -> int:
     from engine.store.retention import prune, prune_counts
 
     cutoff = datetime.now(UTC) - timedelta(seconds=args.older_than)
-    with open_store(app_config(args)) as store:
+    with open_store(context.settings) as store:
         preview = prune_counts(store.engine, cutoff, keep_applied=args.keep_applied)
         what = (
             f"{preview.decisions} decision row(s) and {preview.runs} run(s) "

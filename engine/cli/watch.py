@@ -30,12 +30,11 @@ from engine.cli.shared import (
 )
 
 if TYPE_CHECKING:
+    from engine.config import Settings
     from engine.observe.notify import Notifier
     from engine.observe.progress import BarProgress, PeriodicProgress
     from engine.runs.summary import RunSummary
 
-LOG_FORMAT_ENV = "AUTOAPPROVE_LOG_FORMAT"
-NOTIFY_URL_ENV = "AUTOAPPROVE_NOTIFY_URL"
 SEVERITY = (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
@@ -95,28 +94,23 @@ def report_error(exc: BaseException, **fields: Any) -> int:
 def add_watch_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--log-format", choices=("text", "json"), metavar="text|json",
                      help="stderr as text lines (default) or one JSON object per line "
-                     f"(also ${LOG_FORMAT_ENV})")  # fmt: skip
+                     "(also $AUTOAPPROVE_LOG_FORMAT)")  # fmt: skip
     cmd.add_argument("--metrics-file", type=Path, metavar="PATH",
                      help="write Prometheus metrics (textfile collector format) there "
                      "after each run")  # fmt: skip
     cmd.add_argument("--notify-url", metavar="URL",
                      help="POST a JSON summary there when a run needs a person "
-                     f"(failed, stopped by a limit, changes held); also ${NOTIFY_URL_ENV}")  # fmt: skip
+                     "(failed, stopped by a limit, changes held); also $AUTOAPPROVE_NOTIFY_URL")  # fmt: skip
     cmd.add_argument("--notify-always", action="store_true", help="notify after every run")
 
 
-def configure_output(args: argparse.Namespace, env: dict[str, str]) -> None:
-    """Log format from ``--log-format``, else ``AUTOAPPROVE_LOG_FORMAT``, else text."""
-    from engine.observe.logs import LogFormat, configure_logging, parse_log_format
+def configure_output(settings: Settings) -> None:
+    """Log lines in the format of the settings (``--log-format``, else
+    ``AUTOAPPROVE_LOG_FORMAT``, else text), the key kept out of them."""
+    from engine.observe.logs import LogFormat, configure_logging
 
-    chosen = getattr(args, "log_format", None)
-    if chosen:
-        log_format = LogFormat(chosen)
-    elif env.get(LOG_FORMAT_ENV, "").strip():
-        log_format = parse_log_format(env[LOG_FORMAT_ENV], LOG_FORMAT_ENV)
-    else:
-        log_format = LogFormat.TEXT
-    secrets = [env.get("FLIP_API_KEY", "").strip()]
+    log_format = LogFormat(settings.log_format)
+    secrets = [settings.api_key.get_secret_value()] if settings.api_key is not None else []
     configure_logging(log_format, sys.stderr, secrets=secrets)
     shared.set_stderr_json(log_format is LogFormat.JSON)
 
@@ -143,7 +137,7 @@ class Watchers:
     latest: dict[str, RunSummary] = field(default_factory=dict)  # by program
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, env: dict[str, str]) -> Watchers:
+    def from_args(cls, args: argparse.Namespace, settings: Settings) -> Watchers:
         """Checked before anything runs: a bad path or URL is a usage error up front."""
         from engine.observe.metrics import check_metrics_path
         from engine.observe.notify import Notifier, NotifySettings, check_notify_url
@@ -151,12 +145,12 @@ class Watchers:
         metrics = getattr(args, "metrics_file", None)
         if metrics is not None:
             check_metrics_path(metrics)
-        url = getattr(args, "notify_url", None) or env.get(NOTIFY_URL_ENV, "").strip() or None
+        url = settings.notify_url
         notifier = None
         if url:
-            where = "--notify-url" if getattr(args, "notify_url", None) else NOTIFY_URL_ENV
-            settings = NotifySettings(check_notify_url(url, where), always=bool(args.notify_always))
-            notifier = Notifier(settings)
+            where = "--notify-url" if getattr(args, "notify_url", None) else settings.variable("notify_url")
+            notify = NotifySettings(check_notify_url(url, where), always=bool(args.notify_always))
+            notifier = Notifier(notify)
         return cls(metrics, notifier)
 
     def finished(self, summary: RunSummary) -> None:

@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import partial
-from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote
 
@@ -51,6 +50,15 @@ from pydantic import BaseModel, ValidationError
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
+from engine.config import (
+    DEFAULT_API_URL,
+    DEFAULT_BACKOFF_INITIAL_S,
+    DEFAULT_BACKOFF_MAX_S,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_RETRY_AFTER_S,
+    DEFAULT_TIMEOUT_S,
+    KEY_VARIABLE,
+)
 from engine.errors import (
     ApiAuthError,
     ApiError,
@@ -66,10 +74,8 @@ __all__ = ["DEFAULT_BASE_URL", "SANDBOX_BASE_URL", "ApiSettings", "FlipClient", 
 
 _log = logging.getLogger("engine.flip.client")
 
-DEFAULT_BASE_URL = "https://api-utility.flip.energy"
+DEFAULT_BASE_URL = DEFAULT_API_URL
 SANDBOX_BASE_URL = "https://api-utility-sandbox.flip.energy"
-_KEY_VARIABLE = "FLIP_API_KEY"
-_URL_VARIABLE = "FLIP_API_URL"
 _USER_AGENT = "flip-autoapprove/0.1"
 _SNIPPET = 200
 # Failures after which a POST surely did not reach the server.
@@ -122,48 +128,23 @@ class Secret:
         raise InputError("a Secret cannot be pickled")
 
 
-def _check_key(key: str) -> str:
-    key = key.strip()
-    if not key:
-        raise InputError(f"{_KEY_VARIABLE} is empty")
-    if any(ch.isspace() for ch in key):
-        raise InputError(f"{_KEY_VARIABLE} contains whitespace")
-    return key
-
-
-def _key_from_file(path: Path) -> str | None:
-    """The key in a secrets file: a ``FLIP_API_KEY=...`` line, or the file's only line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the secrets file {path}") from exc
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
-    for line in lines:
-        name, sep, value = line.removeprefix("export ").partition("=")
-        if sep and name.strip() == _KEY_VARIABLE:
-            return value.strip().strip("'\"")
-    if len(lines) == 1 and "=" not in lines[0]:
-        return lines[0]
-    return None
-
-
 @dataclass(frozen=True, kw_only=True)
 class ApiSettings:
-    """How to reach the API. Build it with :meth:`from_env` or directly; nothing is read
-    at import time."""
+    """How to reach the API. The composition root builds it from ``engine.config.Settings``
+    (whose defaults these are); nothing is read at import time."""
 
     api_key: Secret
     base_url: str = DEFAULT_BASE_URL
-    timeout_s: float = 10.0
-    max_attempts: int = 4
-    backoff_initial_s: float = 0.2
-    backoff_max_s: float = 5.0
-    max_retry_after_s: float = 30.0
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    backoff_initial_s: float = DEFAULT_BACKOFF_INITIAL_S
+    backoff_max_s: float = DEFAULT_BACKOFF_MAX_S
+    max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S
     max_requests_per_s: float | None = None  # None: unlimited
 
     def __post_init__(self) -> None:
         if not isinstance(self.api_key, Secret) or not self.api_key:
-            raise InputError(f"an API key is required ({_KEY_VARIABLE})")
+            raise InputError(f"an API key is required ({KEY_VARIABLE})")
         if not self.base_url.startswith(("http://", "https://")):
             raise InputError(f"the API URL must start with http:// or https://: {self.base_url!r}")
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
@@ -173,24 +154,6 @@ class ApiSettings:
             raise InputError("backoff and Retry-After limits must not be negative")
         if self.max_requests_per_s is not None and self.max_requests_per_s <= 0:
             raise InputError("max_requests_per_s must be positive (or None for no limit)")
-
-    @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str], secrets_file: Path | None = None, **overrides: Any
-    ) -> ApiSettings:
-        """Settings from ``FLIP_API_KEY`` (else ``secrets_file``) and ``FLIP_API_URL``.
-
-        A missing key raises ``InputError`` naming ``FLIP_API_KEY``. ``overrides`` set
-        the other fields (``timeout_s=...``).
-        """
-        key = environ.get(_KEY_VARIABLE, "").strip()
-        if not key and secrets_file is not None:
-            key = _key_from_file(secrets_file) or ""
-        if not key:
-            where = f" or in {secrets_file}" if secrets_file is not None else ""
-            raise InputError(f"{_KEY_VARIABLE} is not set: set it in the environment{where}")
-        base_url = environ.get(_URL_VARIABLE, "").strip() or DEFAULT_BASE_URL
-        return cls(api_key=Secret(_check_key(key)), base_url=base_url, **overrides)
 
 
 # --- reading answers ------------------------------------------------------------------------
@@ -562,7 +525,7 @@ class FlipClient:
         if status in (401, 403):
             raise ApiAuthError(
                 f"{what}: the API refused the key ({status}, {said}); "
-                f"check {_KEY_VARIABLE} and that the key is allowed for this program",
+                f"check {KEY_VARIABLE} and that the key is allowed for this program",
                 **fields,
             )
         if status >= 500:

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TextIO
 
-from engine.errors import ApiError, InputError
+from engine.errors import ApiError
 from engine.runs.summary import safe_error_text
 
 __all__ = [
@@ -29,7 +29,6 @@ __all__ = [
     "TextFormatter",
     "configure_logging",
     "log_event",
-    "parse_log_format",
 ]
 
 LOGGER_NAME = "autoapprove"
@@ -41,13 +40,6 @@ _HANDLER_NAME = "autoapprove-stderr"
 class LogFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
-
-
-def parse_log_format(value: str, where: str) -> LogFormat:
-    try:
-        return LogFormat(value.strip().lower())
-    except ValueError:
-        raise InputError(f"{where}: {value!r} is not a log format (text or json)") from None
 
 
 def log_event(

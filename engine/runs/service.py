@@ -23,6 +23,7 @@ from itertools import islice
 from typing import Any, TypeVar
 
 from engine.clock import utc_now
+from engine.config import DEFAULT_CONCURRENCY
 from engine.errors import ApiAuthError, ApiError, ApiRetryableError, AutoapproveError, RunAborted
 from engine.policy.decision import Action, Decision
 from engine.policy.document import Policy
@@ -61,7 +62,7 @@ class RunSettings:
     live: bool = False
     now: datetime | None = None
     max_changes: int | None = None
-    concurrency: int = 8
+    concurrency: int = DEFAULT_CONCURRENCY
     recheck: bool = True  # re-read each enrollment right before changing it
     holder: str = field(default_factory=default_holder)
     crash_at: str | None = None  # test hook: hard exit at a named step ("in_flight", "in_flight:3")

@@ -25,7 +25,7 @@ from engine.runs.records import (
 )
 from engine.runs.states import ChangeState, PlanState, RunMode, RunOutcome
 from engine.store.base import BATCH_SIZE
-from engine.store.connection import DB_URL_ENV, DEFAULT_DB_URL, create_engine_for_url, resolve_db_url
+from engine.store.connection import create_engine_for_url, resolve_db_url
 from engine.store.locks import ProgramLock, acquire_program_lock
 from engine.store.migrations import current_revision, head_revision, upgrade
 from engine.store.outbox import api_error_locations
@@ -34,8 +34,6 @@ from engine.store.rows import change_key
 
 __all__ = [
     "BATCH_SIZE",
-    "DB_URL_ENV",
-    "DEFAULT_DB_URL",
     "ChangeState",
     "DecisionRecord",
     "Outcome",

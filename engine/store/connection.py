@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -10,20 +10,16 @@ from sqlalchemy.engine import URL, make_url
 
 from engine.store.locks import database_errors
 
-DEFAULT_DB_URL = "sqlite:///autoapprove.db"
-"""A SQLite file in the working directory."""
-
-DB_URL_ENV = "AUTOAPPROVE_DB"
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
-def resolve_db_url(url: str | None = None, environ: Mapping[str, str] | None = None) -> str:
-    """The database URL to use: ``url``, else ``environ["AUTOAPPROVE_DB"]``, else the default.
+def resolve_db_url(url: str) -> str:
+    """The SQLAlchemy URL of a store URL as users write it (``AUTOAPPROVE_DB``, ``--db``).
 
     ``postgresql://`` and ``postgres://`` become ``postgresql+psycopg://``; a bare path
-    becomes a SQLite file URL. The caller passes the environment in (e.g. ``os.environ``).
+    becomes a SQLite file URL. Which URL to use (and its default) is ``engine.config``'s.
     """
-    chosen = url or (environ or {}).get(DB_URL_ENV) or DEFAULT_DB_URL
+    chosen = url
     if "://" not in chosen:
         return f"sqlite:///{chosen}"
     for prefix in ("postgresql://", "postgres://"):

@@ -36,6 +36,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.sql.dml import Insert
 
 from engine.clock import Clock, utc_now
+from engine.config import DEFAULT_LOCK_TTL_S
 from engine.errors import LockHeldError, StoreError
 from engine.store.schema import ProgramLockRow
 
@@ -46,10 +47,6 @@ __all__ = [
     "database_errors",
     "write_transaction",
 ]
-
-"""Returns the current time, timezone-aware. Tests pass a clock they can move."""
-
-DEFAULT_TTL_S = 300.0
 
 # A bigint advisory key shows in pg_locks as two 32-bit halves, with objsubid 1.
 _HELD_ADVISORY_LOCKS = text(
@@ -372,7 +369,7 @@ def acquire_program_lock(
     engine: Engine,
     program_id: str,
     holder: str,
-    ttl_s: float = DEFAULT_TTL_S,
+    ttl_s: float = DEFAULT_LOCK_TTL_S,
     clock: Clock = utc_now,
 ) -> ProgramLock:
     """Take the lock of ``program_id`` for ``holder`` or raise ``LockHeldError``.

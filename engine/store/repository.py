@@ -7,8 +7,8 @@ clock, fencing; ``base``): ``PolicyVersions`` (``policy_versions``), ``RunRecord
 setup), ``storable`` (text cleaning), ``rows`` (row encoding and bulk insert/COPY) and
 ``records`` (what callers get back).
 
-``Store`` takes an SQLAlchemy ``Engine`` (``Store.open``/``Store.from_url`` build one from a
-URL). Every method runs its own short transaction and returns plain frozen dataclasses, so
+``Store`` takes an SQLAlchemy ``Engine`` (``Store.open`` builds one from a URL). Every
+method runs its own short transaction and returns plain frozen dataclasses, so
 no transaction or session ever stays open between calls.
 
 The outbox: a live run's decisions with action ``update`` are stored ``planned`` with the
@@ -25,7 +25,6 @@ of the run that made the decision, which fails once the lock has changed hands.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Self
 
 from sqlalchemy import Engine
@@ -41,7 +40,7 @@ from engine.runs.records import (
     RunRecord,
 )
 from engine.store.base import BATCH_SIZE
-from engine.store.connection import DB_URL_ENV, DEFAULT_DB_URL, create_engine_for_url, resolve_db_url
+from engine.store.connection import create_engine_for_url, resolve_db_url
 from engine.store.decisions import Decisions
 from engine.store.migrations import upgrade
 from engine.store.outbox import Outbox, api_error_locations
@@ -53,8 +52,6 @@ from engine.store.run_records import RunRecords
 
 __all__ = [
     "BATCH_SIZE",
-    "DB_URL_ENV",
-    "DEFAULT_DB_URL",
     "DecisionRecord",
     "Outcome",
     "PlanRecord",
@@ -76,10 +73,9 @@ class Store(PolicyVersions, RunRecords, Decisions, Outbox, SavedPlans, ReviewQue
     @classmethod
     def open(
         cls,
-        target: str | Engine | None = None,
+        target: str | Engine,
         *,
         migrate: bool = True,
-        environ: Mapping[str, str] | None = None,
         clock: Clock = utc_now,
     ) -> Self:
         """A store on an engine or URL (resolved as in ``resolve_db_url``), migrated to head.
@@ -89,7 +85,7 @@ class Store(PolicyVersions, RunRecords, Decisions, Outbox, SavedPlans, ReviewQue
         if isinstance(target, Engine):
             store = cls(target, clock=clock)
         else:
-            engine = create_engine_for_url(resolve_db_url(target, environ))
+            engine = create_engine_for_url(resolve_db_url(target))
             store = cls(engine, clock=clock, owns_engine=True)
         if migrate:
             try:
@@ -98,19 +94,6 @@ class Store(PolicyVersions, RunRecords, Decisions, Outbox, SavedPlans, ReviewQue
                 store.close()
                 raise
         return store
-
-    @classmethod
-    def from_url(
-        cls,
-        url: str | None = None,
-        *,
-        environ: Mapping[str, str] | None = None,
-        migrate: bool = True,
-        clock: Clock = utc_now,
-    ) -> Self:
-        """``Store.open`` for a URL: explicit, else ``AUTOAPPROVE_DB`` in ``environ``, else
-        ``DEFAULT_DB_URL``."""
-        return cls.open(resolve_db_url(url, environ), migrate=migrate, clock=clock)
 
     @property
     def engine(self) -> Engine:

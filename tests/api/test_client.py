@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from engine.config import Settings
 from engine.errors import ApiAuthError, ApiError, ApiResponseError, ApiRetryableError, InputError
 from engine.flip.client import DEFAULT_BASE_URL, ApiSettings, FlipClient, Secret
 from engine.flip.models import Group, GroupCreate
@@ -497,33 +498,22 @@ def test_a_secret_is_not_picklable_but_copies(fake_time: FakeTime) -> None:
     assert Secret("other") != secret
 
 
-def test_settings_from_env() -> None:
-    settings = ApiSettings.from_env({"FLIP_API_KEY": f" {CANARY}\n", "FLIP_API_URL": "http://127.0.0.1:9/"})
-    assert settings.api_key.reveal() == CANARY
-    assert settings.base_url == "http://127.0.0.1:9"
-    assert ApiSettings.from_env({"FLIP_API_KEY": CANARY}).base_url == DEFAULT_BASE_URL
-    with pytest.raises(InputError, match="FLIP_API_KEY"):
-        ApiSettings.from_env({})
-    with pytest.raises(InputError, match="FLIP_API_KEY") as excinfo:
-        ApiSettings.from_env({"FLIP_API_KEY": "fl_has space"})
-    assert "fl_has" not in str(excinfo.value)
+def test_the_client_settings_come_from_the_product_settings(tmp_path: Path) -> None:
+    from engine.bootstrap import api_settings
 
-
-@pytest.mark.parametrize("content", [f"{CANARY}\n", f"# key\nexport FLIP_API_KEY='{CANARY}'\nOTHER=1\n"])
-def test_settings_from_a_secrets_file(tmp_path: Path, content: str) -> None:
     secrets = tmp_path / "flip.env"
-    secrets.write_text(content, encoding="utf-8")
-    assert ApiSettings.from_env({}, secrets).api_key.reveal() == CANARY
-    assert ApiSettings.from_env({"FLIP_API_KEY": "fl_env"}, secrets).api_key.reveal() == "fl_env"
-
-
-def test_secrets_file_problems_name_the_variable(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="cannot read"):
-        ApiSettings.from_env({}, tmp_path / "missing.env")
-    other = tmp_path / "other.env"
-    other.write_text("OTHER=1\n", encoding="utf-8")
-    with pytest.raises(InputError, match="FLIP_API_KEY"):
-        ApiSettings.from_env({}, other)
+    secrets.write_text(f"FLIP_API_KEY={CANARY}\n", encoding="utf-8")
+    given = Settings(
+        api_url="http://127.0.0.1:9/", api_key_file=secrets, timeout_s=2.5, max_attempts=2,
+        backoff_initial_s=0.01, backoff_max_s=0.02, max_retry_after_s=3.0, max_rps=7.0,
+    )  # fmt: skip
+    assert api_settings(given) == ApiSettings(
+        api_key=Secret(CANARY), base_url="http://127.0.0.1:9", timeout_s=2.5, max_attempts=2,
+        backoff_initial_s=0.01, backoff_max_s=0.02, max_retry_after_s=3.0, max_requests_per_s=7.0,
+    )  # fmt: skip
+    assert api_settings(Settings(api_key=CANARY)).base_url == DEFAULT_BASE_URL
+    with pytest.raises(InputError, match="FLIP_API_KEY is not set"):
+        api_settings(Settings())
 
 
 def test_settings_are_validated() -> None:

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from engine.errors import ApiRetryableError, InputError
-from engine.observe.logs import LogFormat, configure_logging, log_event, parse_log_format
+from engine.errors import ApiRetryableError
+from engine.observe.logs import LogFormat, configure_logging, log_event
 
 KEY = "fl_live_0123456789abcdef"
 PERSONAL = "Jane Doe, 12 Main St"
@@ -103,13 +103,3 @@ def test_configuring_twice_keeps_one_handler(logged) -> None:
     configure_logging(LogFormat.JSON, buffer)
     logging.getLogger("x").warning("once")
     assert len(lines(buffer)) == 1
-
-
-@pytest.mark.parametrize(("text", "expected"), [("json", LogFormat.JSON), (" TEXT ", LogFormat.TEXT)])
-def test_parse_log_format(text, expected) -> None:
-    assert parse_log_format(text, "AUTOAPPROVE_LOG_FORMAT") is expected
-
-
-def test_a_bad_log_format_names_where_it_came_from() -> None:
-    with pytest.raises(InputError, match="AUTOAPPROVE_LOG_FORMAT: 'yaml' is not a log format"):
-        parse_log_format("yaml", "AUTOAPPROVE_LOG_FORMAT")

@@ -29,7 +29,8 @@ from cli_process import REPO_ROOT, CliResult, run_cli
 from postgres_databases import fresh_postgres_database
 from sqlalchemy import func, select, update
 
-from engine.bootstrap import AppConfig, run_policy
+from engine.bootstrap import run_policy
+from engine.config import Settings
 from engine.policy.decision import Action, Decision
 from engine.policy.document import Policy, load_policy
 from engine.policy.evaluator import Evaluator
@@ -158,6 +159,13 @@ class Product:
     def env(self) -> dict[str, str]:
         return {"FLIP_API_URL": self.sim.base_url, "FLIP_API_KEY": self.sim.config.api_key}
 
+    def settings(self, **values: Any) -> Settings:
+        """Settings for an in-process run against this world: fast retries, ``values`` over them."""
+        return Settings(
+            api_url=self.sim.base_url, api_key=self.sim.config.api_key, db_url=self.db_url,
+            **{**FAST_API, **values},
+        )  # fmt: skip
+
     @property
     def policy(self) -> Policy:
         return load_policy(self.policy_path)
@@ -188,8 +196,7 @@ class Product:
 
     def dry_run(self) -> RunReport:
         """A fresh dry run through the library path (real client and store)."""
-        config = AppConfig(environ=self.env, db_url=self.db_url, api_overrides=FAST_API)
-        return run_policy(self.policy, config, RunSettings(live=False, now=NOW))
+        return run_policy(self.policy, self.settings(), RunSettings(live=False, now=NOW))
 
 
 @pytest.fixture

@@ -275,12 +275,13 @@ _LIBRARY_RUN = textwrap.dedent(
     """
     import os, sys
     from datetime import datetime, UTC
-    from engine.bootstrap import AppConfig, run_policy
+    from engine.bootstrap import run_policy
+    from engine.config import Settings
     from engine.policy.document import load_policy
     from engine.runs.service import RunSettings
 
     policy_path, db_url, ttl, crash_at, holder = sys.argv[1:6]
-    config = AppConfig(environ=dict(os.environ), db_url=db_url, lock_ttl_s=float(ttl))
+    config = Settings.load(db_url=db_url, lock_ttl_s=float(ttl))
     now = datetime(2026, 11, 25, tzinfo=UTC)
     settings = RunSettings(live=True, now=now, crash_at=crash_at, holder=holder)
     run_policy(load_policy(policy_path), config, settings)

@@ -37,7 +37,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from engine.bootstrap import AppConfig, run_policy
+from engine.bootstrap import run_policy
 from engine.errors import ApiResponseError, ApiRetryableError
 from engine.policy.decision import Action, Decision
 from engine.policy.evaluator import Evaluator
@@ -48,7 +48,6 @@ from engine.store import Store
 
 from .conftest import (
     CRASH_EXIT,
-    FAST_API,
     NOW,
     PROGRAM,
     CountingSimulator,
@@ -196,7 +195,7 @@ class RunsCrashesAndEdits(RuleBasedStateMachine):
         expire_leases(world.db_url)  # a killed run's lease has long run out by now
         if faulty:
             world.sim.set_faults(FAULTS)
-        config = AppConfig(environ=world.env, db_url=world.db_url, api_overrides=FAST_API, lock_ttl_s=60)
+        config = world.settings(lock_ttl_s=60)
         try:
             run_policy(world.policy, config, RunSettings(live=live, now=NOW, concurrency=4))
         except (ApiRetryableError, ApiResponseError):  # what the simulator's faults can cause
@@ -283,7 +282,7 @@ class RunsCrashesAndEdits(RuleBasedStateMachine):
         world = self.world
         world.sim.clear_faults()
         expire_leases(world.db_url)
-        config = AppConfig(environ=world.env, db_url=world.db_url, api_overrides=FAST_API)
+        config = world.settings()
         live = run_policy(world.policy, config, RunSettings(live=True, now=NOW))
         assert live.failed == 0, live.change_states
         if self.crashed:

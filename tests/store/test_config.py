@@ -11,10 +11,9 @@ import pytest
 from sqlalchemy import Engine, event
 
 from engine.clock import utc_now
+from engine.config import Settings
 from engine.errors import StoreError
 from engine.store import (
-    DB_URL_ENV,
-    DEFAULT_DB_URL,
     Store,
     create_engine_for_url,
     current_revision,
@@ -26,27 +25,25 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
-    ("url", "environ", "expected"),
+    ("url", "expected"),
     [
-        (None, None, DEFAULT_DB_URL),
-        (None, {}, "sqlite:///autoapprove.db"),
-        (None, {DB_URL_ENV: ""}, DEFAULT_DB_URL),
-        (None, {DB_URL_ENV: "sqlite:////data/aa.db"}, "sqlite:////data/aa.db"),
-        ("sqlite:///x.db", {DB_URL_ENV: "sqlite:////data/aa.db"}, "sqlite:///x.db"),
-        ("postgresql://u@db/aa", None, "postgresql+psycopg://u@db/aa"),
-        (None, {DB_URL_ENV: "postgres://u:pw@db:5433/aa"}, "postgresql+psycopg://u:pw@db:5433/aa"),
-        ("postgresql+psycopg://u@db/aa", None, "postgresql+psycopg://u@db/aa"),
-        ("runs/decisions.db", None, "sqlite:///runs/decisions.db"),
+        ("sqlite:///autoapprove.db", "sqlite:///autoapprove.db"),
+        ("sqlite:////data/aa.db", "sqlite:////data/aa.db"),
+        ("postgresql://u@db/aa", "postgresql+psycopg://u@db/aa"),
+        ("postgres://u:pw@db:5433/aa", "postgresql+psycopg://u:pw@db:5433/aa"),
+        ("postgresql+psycopg://u@db/aa", "postgresql+psycopg://u@db/aa"),
+        ("runs/decisions.db", "sqlite:///runs/decisions.db"),
     ],
 )
-def test_resolve_db_url(url: str | None, environ: dict[str, str] | None, expected: str) -> None:
-    assert resolve_db_url(url, environ) == expected
+def test_resolve_db_url(url: str, expected: str) -> None:
+    assert resolve_db_url(url) == expected
 
 
-def test_from_url_reads_the_environment_it_is_given(tmp_path: Path) -> None:
+def test_the_store_opens_where_the_settings_say(tmp_path: Path) -> None:
     target = tmp_path / "from-env.db"
+    settings = Settings.load({"AUTOAPPROVE_DB": f"sqlite:///{target}"})
 
-    with Store.from_url(environ={DB_URL_ENV: f"sqlite:///{target}"}) as store:
+    with Store.open(settings.db_url) as store:
         assert store.engine.url.database == str(target)
         assert current_revision(store.engine) == head_revision()
     assert target.is_file()
@@ -57,7 +54,7 @@ def test_the_default_database_is_in_the_working_directory(
 ) -> None:
     monkeypatch.chdir(tmp_path)
 
-    with Store.from_url(environ={}) as store:
+    with Store.open(Settings.load({}).db_url) as store:
         store.start_run("p", "dry_run", None, utc_now())
 
     assert (tmp_path / "autoapprove.db").is_file()

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from engine.bootstrap import AppConfig, run_policy
+from engine.bootstrap import run_policy
+from engine.config import Settings
 from engine.policy.document import load_policy
 from engine.runs.service import RunSettings
 from engine.sandbox.generator import CA_EV_PROGRAM, TX_BATTERY_PROGRAM
@@ -34,8 +35,7 @@ def main(target: Path) -> None:
     config = SimulatorConfig(programs={TX_BATTERY_PROGRAM: 40, CA_EV_PROGRAM: 25}, seed=5, now=NOW)
     with Simulator(config) as sim, tempfile.TemporaryDirectory() as scratch:
         url = f"sqlite:///{scratch}/release.db"
-        environ = {"FLIP_API_URL": sim.base_url, "FLIP_API_KEY": sim.config.api_key}
-        app = AppConfig(environ=environ, db_url=url)
+        app = Settings(api_url=sim.base_url, api_key=sim.config.api_key, db_url=url)
 
         def run(policy, day: int, live: bool = False) -> None:
             settings = RunSettings(live=live, now=NOW + timedelta(days=day), concurrency=2)
