@@ -6,14 +6,18 @@ import argparse
 import csv
 import io
 import json
+import os
+import pty
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_process import run_cli
+from cli_process import CLI, cli_environment, run_cli
 
 import cli
 from engine.policy.document import policy_json_schema
@@ -543,3 +547,36 @@ def test_help_states_the_defaults_of_the_settings(
     help_of = text[text.index(option, text.index("options:")) :]
     default = getattr(Settings(), field)
     assert f"(default: ${Settings.variable(field)}, else {default:g})" in help_of[:200]
+
+
+def _answer_on_a_terminal(args: list[str], env: dict[str, str], answer: str) -> tuple[int, str]:
+    """The CLI with a terminal on stdin (it asks only there), answering ``answer``."""
+    terminal, its_end = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, str(CLI), *args],
+            cwd=REPO_ROOT, env=cli_environment(env), stdin=its_end,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        os.close(its_end)
+        os.write(terminal, answer.encode() + b"\n")  # read by the prompt's readline
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        os.close(terminal)
+    return process.returncode, stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("", "https://api-utility.flip.energy"),  # unset and empty are production, for the client too
+        ("  ", "https://api-utility.flip.energy"),
+        ("http://127.0.0.1:9/", "http://127.0.0.1:9"),
+    ],
+)
+def test_the_live_confirmation_shows_the_url_the_client_uses(tmp_path: Path, url: str, shown: str) -> None:
+    args = ["run", "--rules", str(TX_POLICY), "--live", "--db", f"sqlite:///{tmp_path / 'store.db'}"]
+    code, stderr = _answer_on_a_terminal(args, {"FLIP_API_URL": url, "FLIP_API_KEY": "fl_unused"}, "n")
+    assert code == 2, stderr
+    assert f"to program(s) prog-tx-residential-battery at {shown}? [y/N]" in stderr
+    assert "not confirmed: nothing was sent" in stderr
