@@ -29,8 +29,6 @@ from engine.policy.document import Policy, load_policy
 from engine.policy.evaluator import Evaluator
 from engine.policy.yamlsafe import load_yaml
 
-_UNSET = object()
-
 
 class Expectation(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -95,8 +95,6 @@ class ProgramLockLike(Protocol):
         """Extend the lease; its new expiry."""
         ...
 
-    def check(self) -> None: ...
-
 
 class DecisionStore(Protocol):
     def save_policy_version(
