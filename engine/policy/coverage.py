@@ -36,6 +36,7 @@ from engine.policy.logic import (
     default_engine,
     is_operation,
 )
+from engine.policy.sourcemap import SourceMap
 from engine.policy.yamlsafe import YamlPath
 
 RULE_KINDS = ("rule", "default", "group")
@@ -160,11 +161,12 @@ class HitCounter:
 
     def hits(self) -> list[RuleHits]:
         found = []
+        sources = SourceMap.of(self.policy)
         for item_id, kind, path in rule_items(self.policy):
             if kind == "group" and not self.traced:
                 continue  # unknown, not zero
             counts = self.groups if kind == "group" else self.rules
-            line = _position(self.policy, path)[0]
+            line = sources.position(path)[0]
             found.append(RuleHits(item_id, kind, self.policy.source, line, counts[item_id]))
         return found
 
@@ -350,8 +352,9 @@ class CoverageTracker:
 
     def report(self) -> CoverageReport:
         conditions = []
+        sources = SourceMap.of(self.policy)
         for index, path in enumerate(self._paths):
-            line, column = _position(self.policy, path)
+            line, column = sources.position(path)
             conditions.append(
                 ConditionOutcomes(
                     self.policy.source,
@@ -394,10 +397,6 @@ def _tracked_operands(operator: str, count: int) -> set[int] | None:
     if operator in _QUANTIFIERS and count == 2:
         return set()
     return None
-
-
-def _position(policy: Policy, path: YamlPath) -> tuple[int | None, int | None]:
-    return policy.yaml.position(path) or (None, None)
 
 
 def json_pointer(path: YamlPath) -> str:

@@ -225,7 +225,11 @@ class CompiledGroupRule:
 
 @dataclass
 class Policy:
-    """A loaded, validated and compiled policy, ready to evaluate enrollments."""
+    """A loaded, validated and compiled policy, ready to evaluate enrollments.
+
+    Only what evaluating needs (and the text, to store and explain it): where each part is
+    written in the file is for lint and reports (``engine.policy.sourcemap.SourceMap``).
+    """
 
     document: PolicyDocument
     source: str
@@ -235,8 +239,6 @@ class Policy:
     groups: list[CompiledGroupRule]
     default_reason: ReasonTemplate | None
     read_paths: tuple[str, ...]
-    yaml: LoadedYaml = field(repr=False)
-    expanded: dict[YamlPath, Any] = field(repr=False, default_factory=dict)
 
     @property
     def program_id(self) -> str:
@@ -378,7 +380,6 @@ class _Compiler:
         self.source = source
         self.document = document
         self.problems: list[Problem] = []
-        self.expanded: dict[YamlPath, Any] = {}
 
     def error(self, path: YamlPath, message: str) -> None:
         line, column = self.loaded.position(path) or (None, None)
@@ -412,8 +413,6 @@ class _Compiler:
             groups=groups,
             default_reason=default_reason,
             read_paths=tuple(reads),
-            yaml=self.loaded,
-            expanded=self.expanded,
         )
 
     def _check_unique_ids(self) -> None:
@@ -497,7 +496,6 @@ class _Compiler:
         except _RefError as exc:
             self.error(path, f"{'.'.join(map(str, path))}: {exc}")
             return None
-        self.expanded[path] = expanded
         return expanded
 
     def _template(self, text: str, path: YamlPath) -> ReasonTemplate | None:

@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Iterator
 from typing import Any
 
-from engine.errors import EvaluationError, Problem, SourceLocation
+from engine.errors import EvaluationError, Problem
 from engine.policy.document import Policy, ReasonTemplate
 from engine.policy.facts import DEVICE_KEYS, ENROLLMENT_KEYS, SITE_KEYS
 from engine.policy.logic import (
@@ -18,6 +18,7 @@ from engine.policy.logic import (
     var_reads,
     walk_operations,
 )
+from engine.policy.sourcemap import SourceMap
 from engine.policy.yamlsafe import YamlPath
 
 _RELATIONAL = frozenset({"<", "<=", ">", ">="})
@@ -31,18 +32,36 @@ _ALWAYS_PRESENT = frozenset({"now", "totals.device_count", "status", "id", "deci
 
 def lint_policy(policy: Policy) -> list[Problem]:
     """Every warning for a loaded policy: unknown fact paths, unreachable rules, coercions."""
-    problems: list[Problem] = []
-    for path, condition in policy.expanded.items():
+    warnings: list[_Warning] = []
+    for path, condition in _conditions(policy):
         in_groups = path[0] == "groups"
         for read in var_reads(condition):
-            problems.extend(_unknown_path(policy, path, read, in_groups))
-        problems.extend(_coercions(policy, path, condition))
-    problems.extend(_template_paths(policy))
-    problems.extend(_unreachable(policy))
-    return problems
+            warnings.extend(_unknown_path(path, read, in_groups))
+        warnings.extend(_coercions(path, condition))
+    warnings.extend(_template_paths(policy))
+    warnings.extend(_unreachable(policy))
+    if not warnings:
+        return []
+    sources = SourceMap.of(policy)
+    return [
+        Problem(sources.location(path), message, "warning", suggestion)
+        for path, message, suggestion in warnings
+    ]
 
 
-def _template_paths(policy: Policy) -> Iterator[Problem]:
+# Where in the file, what is wrong, and a suggestion.
+_Warning = tuple[YamlPath, str, str | None]
+
+
+def _conditions(policy: Policy) -> Iterator[tuple[YamlPath, Any]]:
+    """Every condition as its refs expand, with where it is written."""
+    for index, rule in enumerate(policy.rules):
+        yield ("rules", index, "when"), rule.condition.source
+    for index, group in enumerate(policy.groups):
+        yield ("groups", index, "when"), group.source
+
+
+def _template_paths(policy: Policy) -> Iterator[_Warning]:
     templates: list[tuple[YamlPath, ReasonTemplate]] = [
         (("rules", i, "reason"), rule.reason) for i, rule in enumerate(policy.rules)
     ]
@@ -51,24 +70,19 @@ def _template_paths(policy: Policy) -> Iterator[Problem]:
     for where, template in templates:
         for path in template.paths:
             if path in PERSONAL_FIELDS:
-                yield _warn(
-                    policy, where,
+                yield (
+                    where,
                     f"{_dotted(where)}: placeholder {{{path}}} copies personal data into the status "
                     "reason, which is sent to Flip and stored",
-                )  # fmt: skip
+                    None,
+                )
             elif not _known_root(path, in_groups=False):
                 suggestion = difflib.get_close_matches(path, _root_candidates(False), n=1, cutoff=0.6)
-                yield _warn(
-                    policy,
+                yield (
                     where,
                     f"{_dotted(where)}: placeholder {{{path}}} is not a fact",
                     suggestion[0] if suggestion else None,
                 )
-
-
-def _warn(policy: Policy, path: YamlPath, message: str, suggestion: str | None = None) -> Problem:
-    line, column = policy.yaml.position(path) or (None, None)
-    return Problem(SourceLocation(policy.source, line, column), message, "warning", suggestion)
 
 
 def _root_candidates(in_groups: bool) -> list[str]:
@@ -101,7 +115,7 @@ def _known_device(path: str) -> bool:
     return head in DEVICE_KEYS
 
 
-def _unknown_path(policy: Policy, where: YamlPath, read: VarRead, in_groups: bool) -> Iterator[Problem]:
+def _unknown_path(where: YamlPath, read: VarRead, in_groups: bool) -> Iterator[_Warning]:
     if read.path == "":
         return
     location = (*where, *pointer_path(read.pointer))
@@ -117,15 +131,14 @@ def _unknown_path(policy: Policy, where: YamlPath, read: VarRead, in_groups: boo
         return  # inside an iteration over something else: element shape unknown
     suggestion = difflib.get_close_matches(read.path, candidates, n=1, cutoff=0.6)
     scope = f" (inside an iteration over {read.scope})" if read.scope else ""
-    yield _warn(
-        policy,
+    yield (
         location,
         f"{_dotted(where)}: {read.path!r} is not a fact{scope}",
         suggestion[0] if suggestion else None,
     )
 
 
-def _coercions(policy: Policy, where: YamlPath, condition: Any) -> Iterator[Problem]:
+def _coercions(where: YamlPath, condition: Any) -> Iterator[_Warning]:
     for operator, pointer, node in walk_operations(condition):
         if operator not in _RELATIONAL:
             continue
@@ -138,15 +151,15 @@ def _coercions(policy: Policy, where: YamlPath, condition: Any) -> Iterator[Prob
             path = var_args[0]
             if path in _ALWAYS_PRESENT or not path:
                 continue
-            yield _warn(
-                policy,
+            yield (
                 (*where, *pointer_path(pointer)),
                 f"{_dotted(where)}: {path!r} compared with {operator!r} is coerced to 0 when it is "
                 f'missing; give a default ({{"var": ["{path}", ...]}}) or check it with "missing"',
+                None,
             )
 
 
-def _unreachable(policy: Policy) -> Iterator[Problem]:
+def _unreachable(policy: Policy) -> Iterator[_Warning]:
     engine = default_engine()
     for index, rule in enumerate(policy.rules):
         if rule.condition.reads or _reads_anything(rule.condition.source):
@@ -158,14 +171,14 @@ def _unreachable(policy: Policy) -> Iterator[Problem]:
         if not always:
             continue
         for later in range(index + 1, len(policy.rules)):
-            yield _warn(
-                policy,
+            yield (
                 ("rules", later, "id"),
                 f"rules.{later}: rule {policy.rules[later].id!r} can never match: "
                 f"rule {rule.id!r} above it is always true",
+                None,
             )
         if policy.document.default is not None:
-            yield _warn(policy, ("default",), f"default can never apply: rule {rule.id!r} is always true")
+            yield ("default",), f"default can never apply: rule {rule.id!r} is always true", None
         return
 
 

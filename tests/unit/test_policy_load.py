@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from engine.errors import PolicyError
+from engine.errors import PolicyError, SourceLocation
 from engine.policy.document import Policy, ReasonTemplate, load_policy_text, policy_json_schema
 from engine.policy.logic import ALLOWED_OPERATORS
+from engine.policy.sourcemap import SourceMap
 
 BASE_LINES = [
     "program_id: prog-test",  # 1
@@ -102,9 +103,19 @@ def test_refs_are_expanded_at_load() -> None:
     policy = load_policy_text(BASE, "policy.yaml")
     in_tx = {"==": [{"var": "site.state_code"}, "TX"]}
     assert policy.rules[0].condition.source == {"!": in_tx}
-    assert policy.expanded[("rules", 1, "when")] == {
+    assert policy.rules[1].condition.source == {
         "and": [in_tx, {">=": [{"var": ["totals.battery_capacity_wh", 0]}, 10000]}]
     }
+
+
+def test_positions_are_in_the_source_map_not_in_the_runtime_policy() -> None:
+    policy = load_policy_text(BASE, "policy.yaml")
+    assert not hasattr(policy, "yaml")
+    assert not hasattr(policy, "expanded")
+    sources = SourceMap.of(policy)
+    assert sources.location(("rules", 1, "when")) == SourceLocation("policy.yaml", 14, 11)
+    assert sources.position(("rules", 1, "when", "and", 5)) == (14, 19)  # its nearest ancestor, the list
+    assert sources.position(("groups", 0, "add", 0)) == (23, 11)
 
 
 def test_read_paths_cover_conditions_and_templates_but_not_decision() -> None:
