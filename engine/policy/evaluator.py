@@ -131,14 +131,13 @@ class Evaluator:
     def _first_match(self, handle: Any) -> CompiledRule | None:
         """The first status rule whose condition holds: one tight loop over native calls."""
         is_true = self._session.truthy_function()
-        rule = None
-        try:
-            for rule in self.policy.rules:
+        for rule in self.policy.rules:
+            try:
                 if is_true(rule.condition.native, handle):
                     return rule
-        except LogicError as exc:
-            rule_id = rule.id if rule is not None else "?"
-            raise EvaluationError(f"rule {rule_id!r}: {describe_logic_error(exc)}", rule_id=rule_id) from exc
+            except LogicError as exc:  # a try costs nothing until it catches (3.11+)
+                message = f"rule {rule.id!r}: {describe_logic_error(exc)}"
+                raise EvaluationError(message, rule_id=rule.id) from exc
         return None
 
     def _groups(
@@ -203,7 +202,7 @@ def _no_reads(_facts: dict[str, Any], _paths: tuple[str, ...]) -> dict[str, Any]
 
 
 def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else (None if value is None else str(value))
+    return None if value is None else str(value)
 
 
 def _error_decision(

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from engine.policy.decision import Action, Decision, RuleTrace
 from engine.policy.document import load_policy_text
 from engine.policy.evaluator import Evaluator
+from engine.policy.facts import FactsPlan, fingerprint
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 POLICY = """program_id: p
@@ -100,3 +101,49 @@ def test_ids_and_statuses_are_text_whatever_the_api_sent() -> None:
     assert (numeric.enrollment_id, numeric.current_status, numeric.updated_at) == ("123", "7", "5")
     assert (missing.enrollment_id, missing.current_status, missing.updated_at) == (None, None, None)
     assert (text.enrollment_id, text.current_status) == ("e3", "PAUSED")
+
+
+class _Unprintable:
+    """A value no JSON payload holds: turning it into text fails."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+def test_unexpected_data_is_an_error_decision_not_an_exception() -> None:
+    policy = load_policy_text(POLICY.replace("site.size", "program.size"))
+    raw = {
+        "id": "e1",
+        "status": "SUBMITTED",
+        "updated_at": "t1",
+        "site": {"groups": [{"id": "A"}]},
+        "program_specific_attributes": [{"name": "size", "type": _Unprintable(), "value": "3"}],
+    }
+
+    decision = Evaluator(policy, NOW).evaluate(raw)
+
+    assert decision == Decision(
+        "e1", "SUBMITTED", None, None, None, ["A"], ["A"], [], [], Action.ERROR,
+        error="unexpected data: RuntimeError: no text", updated_at="t1",
+    )  # fmt: skip
+
+
+def test_trace_reads_off_keeps_the_hits_without_the_values() -> None:
+    evaluator = Evaluator(load_policy_text(POLICY), NOW, trace_reads=False)
+    raw = {"id": "e1", "status": "SUBMITTED", "devices": [{"type": "BATTERY"}], "site": {"size": 30}}
+
+    assert evaluator.evaluate(raw).trace == [
+        RuleTrace("has-battery", "rule", True, {}),
+        RuleTrace("big", "group", True, {}),
+    ]
+
+
+def test_full_facts_fingerprint_every_input() -> None:
+    planned = Evaluator(load_policy_text(POLICY), NOW)
+    full = Evaluator(load_policy_text(POLICY), NOW, full_facts=True)
+    raw = {"id": "e1", "status": "SUBMITTED", "site": {"size": 3, "city": "Austin"}}
+    moved = {**raw, "site": {"size": 3, "city": "Houston"}}  # a field the policy does not read
+
+    assert planned.evaluate(raw).facts_fingerprint == planned.evaluate(moved).facts_fingerprint
+    assert full.evaluate(raw).facts_fingerprint == fingerprint(raw, FactsPlan())
+    assert full.evaluate(raw).facts_fingerprint != full.evaluate(moved).facts_fingerprint

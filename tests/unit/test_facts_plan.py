@@ -79,11 +79,19 @@ def test_missing_with_literal_keys_reads_just_those(
     [
         '{"!!": [{"missing": [{"var": "x"}]}]}',
         '{"!!": [{"missing_some": [1, {"var": "x"}]}]}',
+        '{"!!": [{"missing_some": [[1], {"var": "x"}]}]}',
         '{"==": [{"var": {"cat": ["site.", "state_code"]}}, "TX"]}',
         '{"==": [{"var": true}, "TX"]}',
         '{"!!": [{"missing": [true]}]}',
     ],
-    ids=["missing-computed", "missing-some-computed", "var-computed", "var-boolean", "missing-boolean"],
+    ids=[
+        "missing-computed",
+        "missing-some-computed",
+        "missing-some-computed-list-count",
+        "var-computed",
+        "var-boolean",
+        "missing-boolean",
+    ],
 )
 def test_a_read_that_cannot_be_seen_statically_builds_everything(when: str) -> None:
     assert plan_of(when) == FactsPlan()
@@ -105,3 +113,7 @@ def test_device_fields_are_top_level_names_or_whole_attribute_paths() -> None:
 def test_reading_a_whole_device_builds_whole_devices() -> None:
     plan = plan_of('{"some": [{"var": "devices"}, {"!!": [{"var": ""}]}]}')
     assert (plan.full, plan.device_whole, plan.device_fields) == (False, True, ())
+
+
+def test_missing_some_without_a_key_list_reads_nothing() -> None:
+    assert plan_of('{"!!": [{"missing_some": [1]}]}') == narrow()
