@@ -2,6 +2,9 @@
 (its peak RSS is its own).
 
 python bench/_scale_children.py run URL DB FORMAT [PROFILE_OUT]   # one dry run, decisions streamed
+python bench/_scale_children.py cli URL DB FORMAT                  # the same through ``autoapprove run``
+python bench/_scale_children.py offline INPUT FORMAT               # ``autoapprove run --input INPUT``
+python bench/_scale_children.py records COUNT PATH                 # write COUNT generated enrollments
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from _e2e_children import KEY, NOW, POLICY
+from _e2e_children import KEY, NOW, POLICY, PROGRAM
 
 
 def run(url: str, db: str, fmt: str, profile_out: str | None) -> None:
@@ -50,6 +53,44 @@ def run(url: str, db: str, fmt: str, profile_out: str | None) -> None:
     }))  # fmt: skip
 
 
+def cli(argv: list[str], environ: dict[str, str]) -> None:
+    """One ``autoapprove`` command as a user runs it (``--format html`` explains every decision
+    and writes the page), its output into a scratch file."""
+    import os
+    import tempfile
+
+    started = time.perf_counter()
+    from engine.cli import main
+
+    os.environ.update(environ)
+    with tempfile.TemporaryDirectory() as folder:
+        out = str(Path(folder) / "out")
+        ready = time.perf_counter()
+        code = main([*argv, "--now", NOW.isoformat(), "--out", out])
+        done = time.perf_counter()
+        size = Path(out).stat().st_size
+    if code != 0:
+        raise SystemExit(f"autoapprove exited {code}")
+    print(json.dumps({"run_seconds": done - ready, "startup_seconds": ready - started, "bytes": size}))
+
+
+def records(count: int, path: str) -> None:
+    from engine.sandbox.generator import generate_enrollments
+
+    with open(path, "w", encoding="utf-8") as out:
+        json.dump(list(generate_enrollments(PROGRAM, count, 7, NOW)), out)
+    print(json.dumps({"records": count}))
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
-    run(args[1], args[2], args[3], args[4] if len(args) > 4 else None)
+    if args[0] == "cli":
+        url, db, fmt = args[1:4]
+        rules = ["run", "--rules", str(POLICY), "--format", fmt, "--db", db]
+        cli(rules, {"FLIP_API_URL": url, "FLIP_API_KEY": KEY})
+    elif args[0] == "offline":
+        cli(["run", "--rules", str(POLICY), "--input", args[1], "--format", args[2]], {})
+    elif args[0] == "records":
+        records(int(args[1]), args[2])
+    else:
+        run(args[1], args[2], args[3], args[4] if len(args) > 4 else None)

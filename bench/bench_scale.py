@@ -1,10 +1,10 @@
 """Scheduled runs at scale: store growth of unchanged runs, the steady-state dry run against
-the GET+json.loads floor, peak RSS of every output format at 10k and 100k, a 300k run, and
-the profile of the steady state.
+the GET+json.loads floor, peak RSS of every output format (table, json, csv, html) at 10k and
+100k, the same for offline runs (``run --input``), a 300k run, and the profile of the steady state.
 
     .venv/bin/python bench/bench_scale.py                               # SQLite
     .venv/bin/python bench/bench_scale.py --postgres URL                # also PostgreSQL
-    .venv/bin/python bench/bench_scale.py --only growth,steady --sizes 100000
+    .venv/bin/python bench/bench_scale.py --only memory,offline --formats html --sizes 10000,100000
 
 Every measured run is a fresh child process (``_scale_children.py``); the simulator runs
 in its own process. Store size: the SQLite file (after a WAL checkpoint) or
@@ -32,12 +32,18 @@ SCALE_CHILD = str(ROOT / "bench" / "_scale_children.py")
 def scale_run(
     url: str, db: str, fmt: str = "table", profile: str | None = None
 ) -> tuple[dict[str, Any], float]:
-    """One dry run in a fresh process: its JSON result and peak RSS in MB."""
+    """One dry run in a fresh process: its JSON result and peak RSS in MB. ``html`` runs
+    ``autoapprove run --format html`` (every decision explained, the page written)."""
+    if fmt == "html":
+        return scale_child("cli", url, db, fmt)
+    return scale_child("run", url, db, fmt, *([profile] if profile else []))
+
+
+def scale_child(role: str, *args: str) -> tuple[dict[str, Any], float]:
     start = time.perf_counter()
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(
-            [sys.executable, SCALE_CHILD, "run", url, db, fmt, *([profile] if profile else [])],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=errors,
+            [sys.executable, SCALE_CHILD, role, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=errors,
         )  # fmt: skip
         assert proc.stdout is not None
         output = proc.stdout.read()
@@ -145,14 +151,17 @@ def steady(size: int, backends: dict[str, str | None], repeat: int, profile_dir:
         sim.close()
 
 
-def memory(sizes: list[int], backends: dict[str, str | None]) -> None:
+FORMATS = ("table", "json", "csv", "html")
+
+
+def memory(sizes: list[int], backends: dict[str, str | None], formats: tuple[str, ...] = FORMATS) -> None:
     """Peak RSS of a first dry run (every decision stored) in each format, at each size."""
     peaks: dict[tuple[str, str, int], float] = {}
     for size in sizes:
         sim = SimulatorProcess(size)
         try:
             for backend, pg in backends.items():
-                for fmt in ("table", "json", "csv"):
+                for fmt in formats:
                     store = Store(backend, pg)
                     try:
                         _out, peak = scale_run(sim.url, store.url, fmt)
@@ -163,10 +172,28 @@ def memory(sizes: list[int], backends: dict[str, str | None]) -> None:
             sim.close()
     small, large = min(sizes), max(sizes)
     for backend in backends:
-        for fmt in ("table", "json", "csv"):
+        for fmt in formats:
             a, b = peaks[(backend, fmt, small)], peaks[(backend, fmt, large)]
             print(f"  peak RSS {backend} --format {fmt}: {small:,} {a:.0f} MB, {large:,} {b:.0f} MB "
                   f"= {b / a:.2f}x (target <= 1.3)")  # fmt: skip
+
+
+def offline(sizes: list[int], formats: tuple[str, ...] = ("table", "html")) -> None:
+    """Peak RSS of ``autoapprove run --input FILE`` (no API, no store) at each size."""
+    with tempfile.TemporaryDirectory() as folder:
+        peaks: dict[tuple[str, int], float] = {}
+        for size in sizes:
+            path = str(Path(folder) / f"enrollments-{size}.json")
+            scale_child("records", str(size), path)
+            for fmt in formats:
+                out, peak = scale_child("offline", path, fmt)
+                peaks[(fmt, size)] = peak
+                print(f"  offline --format {fmt} {size:,}: {out['run_seconds']:.1f} s, "
+                      f"{out['bytes'] / 1e6:.1f} MB written, peak RSS {peak:.0f} MB")  # fmt: skip
+    small, large = min(sizes), max(sizes)
+    for fmt in formats:
+        a, b = peaks[(fmt, small)], peaks[(fmt, large)]
+        print(f"  peak RSS offline --format {fmt}: {small:,} {a:.0f} MB, {large:,} {b:.0f} MB = {b / a:.2f}x")
 
 
 def big(size: int) -> None:
@@ -193,12 +220,15 @@ def big(size: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--postgres", metavar="URL", help="also measure PostgreSQL (a server URL)")
-    parser.add_argument("--only", default="growth,steady,memory,big,profile")
+    parser.add_argument("--only", default="growth,steady,memory,offline,big,profile")
+    parser.add_argument("--formats", default=",".join(FORMATS), help="memory: the output formats")
+    parser.add_argument("--sizes", default="10000,100000", help="memory and offline: enrollments per run")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--big", type=int, default=300_000)
     parser.add_argument("--no-sqlite", action="store_true", help="with --postgres: PostgreSQL only")
     args = parser.parse_args()
     only = set(args.only.split(","))
+    sizes = [int(size) for size in args.sizes.split(",")]
     backends: dict[str, str | None] = {} if args.no_sqlite and args.postgres else {"sqlite": None}
     if args.postgres:
         backends["postgres"] = args.postgres
@@ -211,7 +241,10 @@ def main() -> None:
         steady(100_000, backends, args.repeat, ROOT / "bench" / "results" if "profile" in only else None)
     if "memory" in only:
         print("peak RSS by format (first dry runs):")
-        memory([10_000, 100_000], backends)
+        memory(sizes, backends, tuple(args.formats.split(",")))
+    if "offline" in only:
+        print("peak RSS of offline runs (run --input FILE):")
+        offline(sizes)
     if "big" in only:
         print(f"{args.big:,} enrollments:")
         big(args.big)

@@ -160,7 +160,7 @@ def _run_one(
     )
     program = args.program or job.program_id
     progress = progress_for(program if output.folder else None, bars=not output.parallel)
-    if args.format == "html":  # one self-contained page: it needs every decision at once
+    if args.format == "html":  # one self-contained page, written as the decisions come
         try:
             return _run_html(
                 args, context, job, settings=settings, progress=progress, stop=stop, on_finish=on_finish
@@ -194,25 +194,23 @@ def _run_html(
     from dataclasses import replace
 
     from engine.bootstrap import run_policy
-    from engine.cli.run_cmds import HtmlPage, explained_for, html_or_text
-    from engine.cli.shared import write_output
+    from engine.cli.run_cmds import discard, html_report, report_context
     from engine.clock import utc_now
+    from engine.render.decisions_html import HtmlWriter
     from engine.render.text import render_run_footer
 
     now = args.now or utc_now(whole_seconds=True)  # fixed here: explanations use the run's now
-    explained = explained_for(args, job.policy, now)
-    report = run_policy(
-        job.policy, context.settings, replace(settings, now=now), program_id=args.program,
-        progress=progress, stop=stop, on_evaluated=explained, on_finish=on_finish,
-    )  # fmt: skip
-    footer = render_run_footer(report)
-    page = HtmlPage(
-        f"Live run {report.run_id}" if report.live else f"Dry-run preview (run {report.run_id})",
-        "live: changes sent" if report.live else "dry run: nothing was sent",
-        now,
-        tuple(line.strip() for line in footer.splitlines()),
-    )
-    write_output(args.out, html_or_text(args, job.policy, report.decisions, explained, page))
+    mode = "live: changes sent" if args.live else "dry run: nothing was sent"
+    header = report_context(args, job.policy, now, "Live run" if args.live else "Dry-run preview", mode)
+    with html_report(args.out, lambda stream: HtmlWriter(stream, job.policy, now, header)) as page:
+        report = run_policy(
+            job.policy, context.settings, replace(settings, now=now), program_id=args.program,
+            progress=progress, stop=stop, on_evaluated=page, on_decision=discard, on_finish=on_finish,
+        )  # fmt: skip
+        # The run's id and footer are known now: the header and notes are written last.
+        title = f"Live run {report.run_id}" if report.live else f"Dry-run preview (run {report.run_id})"
+        page.context = replace(page.context, title=title)
+        page.notes = tuple(line.strip() for line in render_run_footer(report).splitlines())
     return report
 
 

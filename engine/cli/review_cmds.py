@@ -31,9 +31,8 @@ from engine.cli.watch import progress_for
 from engine.clock import utc_now
 
 if TYPE_CHECKING:
-    from engine.policy.decision import Decision
+    from engine.observe.progress import BarProgress, PeriodicProgress
     from engine.policy.document import Policy
-    from engine.render.decisions_html import ExplainedDecisions
     from engine.runs.plans import PlanDocument
     from engine.runs.report import RunReport
     from engine.runs.service import RunSettings
@@ -174,18 +173,18 @@ def _plan_one(args: argparse.Namespace, context: Context, policy: Policy) -> Run
 
     config = context.settings
     now = args.now or utc_now(whole_seconds=True)  # fixed here: explanations use the run's now
-    explained = _explained(args.format, policy, now)
-    report = run_policy(policy, config, RunSettings(plan=True, now=now), program_id=args.program,
-                        progress=progress_for(None, bars=True), on_evaluated=explained)  # fmt: skip
-    plan_id = report.plan_id or 0
-    document = plan_document_of(config, plan_id)
-    footer = render_run_footer(report)
-    if explained is None:
-        preview = render_decisions(report.decisions, policy, args.format, show_unchanged=args.all)
+    settings = RunSettings(plan=True, now=now)
+    progress = progress_for(None, bars=True)
+    if args.format == "html":
+        report, document = _plan_html(args, context, policy, now, settings=settings, progress=progress)
     else:
-        preview = _plan_html(explained, now, report.decisions, document, footer)
-    write_output(args.report, preview)
-    err(footer)
+        report = run_policy(policy, config, settings, program_id=args.program, progress=progress)
+        document = plan_document_of(config, report.plan_id or 0)
+        write_output(
+            args.report, render_decisions(report.decisions, policy, args.format, show_unchanged=args.all)
+        )
+    plan_id = document.plan_id
+    err(render_run_footer(report))
     if args.out is not None:
         try:
             args.out.write_text(document.to_json(), encoding="utf-8")
@@ -199,34 +198,34 @@ def _plan_one(args: argparse.Namespace, context: Context, policy: Policy) -> Run
     return report
 
 
-def _explained(fmt: str, policy: Policy, now: datetime) -> ExplainedDecisions | None:
-    """For ``--format html``: explains each decision as it is made (for the rows' details)."""
-    if fmt != "html":
-        return None
-    from engine.render.decisions_html import ExplainedDecisions
-
-    return ExplainedDecisions(policy, now)
-
-
 def _plan_html(
-    explained: ExplainedDecisions,
+    args: argparse.Namespace,
+    context: Context,
+    policy: Policy,
     now: datetime,
-    decisions: list[Decision],
-    document: PlanDocument,
-    footer: str,
-) -> str:
-    from engine.render.decisions_html import ReportContext
-    from engine.render.html import render_page
-    from engine.render.review_html import PlanFacts, plan_page
+    *,
+    settings: RunSettings,
+    progress: BarProgress | PeriodicProgress,
+) -> tuple[RunReport, PlanDocument]:
+    """Plan, writing its report as the decisions come (into ``--report FILE`` or stdout)."""
+    from dataclasses import replace
 
-    context = ReportContext.for_policy(
-        explained.policy, title=f"Plan {document.plan_id}", mode="plan: nothing was sent",
-        program_id=document.program_id, evaluated_at=now,
-    )  # fmt: skip
-    created = datetime.fromisoformat(document.created_at)
-    facts = PlanFacts(document.plan_id, document.api_url, created)
-    notes = tuple(line.strip() for line in footer.splitlines() if line.strip())
-    return render_page(plan_page(explained, context, decisions, facts, notes=notes))
+    from engine.bootstrap import plan_document_of, run_policy
+    from engine.cli.run_cmds import discard, html_report, report_context
+    from engine.render.review_html import PlanFacts, PlanHtmlWriter
+    from engine.render.text import render_run_footer
+
+    config = context.settings
+    header = report_context(args, policy, now, "Plan", "plan: nothing was sent")
+    with html_report(args.report, lambda stream: PlanHtmlWriter(stream, policy, now, header)) as page:
+        report = run_policy(policy, config, settings, program_id=args.program, progress=progress,
+                            on_evaluated=page, on_decision=discard)  # fmt: skip
+        document = plan_document_of(config, report.plan_id or 0)
+        # The plan's id and creation time are known now: the header and cards are written last.
+        page.context = replace(page.context, title=f"Plan {document.plan_id}", program_id=document.program_id)
+        page.notes = tuple(line.strip() for line in render_run_footer(report).splitlines() if line.strip())
+        page.plan = PlanFacts(document.plan_id, document.api_url, datetime.fromisoformat(document.created_at))
+    return report, document
 
 
 def cmd_apply(args: argparse.Namespace, context: Context) -> int:

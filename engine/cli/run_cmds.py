@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 from engine.cli.options import (
     Commands,
@@ -17,14 +20,16 @@ from engine.cli.options import (
     positive_float,
     positive_int,
 )
-from engine.cli.shared import EXIT_OK, Context, render_decisions, write_output
+from engine.cli.shared import EXIT_OK, Context, err, render_decisions, write_output
 from engine.cli.watch import add_watch_options
 from engine.clock import utc_now
 
 if TYPE_CHECKING:
     from engine.policy.decision import Decision
     from engine.policy.document import Policy
-    from engine.render.decisions_html import ExplainedDecisions
+    from engine.render.decisions_html import HtmlWriter, ReportContext
+
+Page = TypeVar("Page", bound="HtmlWriter")
 
 
 def add_run(commands: Commands) -> None:
@@ -94,51 +99,61 @@ def _run_offline(args: argparse.Namespace, policy: Policy) -> int:
 
     enrollments = read_enrollments_file(args.input)
     now = args.now or utc_now(whole_seconds=True)
-    evaluator = Evaluator(policy, now, trace=args.format != "html")
-    explained = explained_for(args, policy, now)
-    decisions = []
-    for raw in enrollments:
-        decision = evaluator.evaluate(raw)
-        decisions.append(decision)
-        if explained is not None:
-            explained(raw, decision)
-    page = HtmlPage("Offline preview", "offline preview: nothing sent or stored", now)
-    write_output(args.out, html_or_text(args, policy, decisions, explained, page))
+    if args.format == "html":
+        evaluator = Evaluator(policy, now, trace=False)  # the report explains each decision itself
+        from engine.render.decisions_html import HtmlWriter
+
+        context = report_context(
+            args, policy, now, "Offline preview", "offline preview: nothing sent or stored"
+        )
+        with html_report(args.out, lambda stream: HtmlWriter(stream, policy, now, context)) as page:
+            for raw in enrollments:
+                page(raw, evaluator.evaluate(raw))
+        return EXIT_OK
+    evaluator = Evaluator(policy, now)
+    decisions = [evaluator.evaluate(raw) for raw in enrollments]
+    write_output(args.out, render_decisions(decisions, policy, args.format, show_unchanged=args.all))
     return EXIT_OK
 
 
-def explained_for(args: argparse.Namespace, policy: Policy, now: datetime) -> ExplainedDecisions | None:
-    """For ``--format html``: explains each decision as it is made (for the rows' details)."""
-    if args.format != "html":
-        return None
-    from engine.render.decisions_html import ExplainedDecisions
-
-    return ExplainedDecisions(policy, now)
-
-
-@dataclass(frozen=True)
-class HtmlPage:
-    """What the HTML report's header says about this run."""
-
-    title: str
-    mode: str
-    now: datetime
-    notes: tuple[str, ...] = ()
-
-
-def html_or_text(
-    args: argparse.Namespace,
-    policy: Policy,
-    decisions: list[Decision],
-    explained: ExplainedDecisions | None,
-    page: HtmlPage,
-) -> str:
-    if explained is None:
-        return render_decisions(decisions, policy, args.format, show_unchanged=args.all)
+def report_context(
+    args: argparse.Namespace, policy: Policy, now: datetime, title: str, mode: str
+) -> ReportContext:
+    """The HTML report's header (a run's title is set again at its end, once its id is known)."""
     from engine.render.decisions_html import ReportContext
-    from engine.render.html import render_page
 
-    context = ReportContext.for_policy(
-        policy, title=page.title, mode=page.mode, program_id=args.program, evaluated_at=page.now
-    )
-    return render_page(explained.page(context, decisions, notes=page.notes))
+    return ReportContext.for_policy(policy, title=title, mode=mode, program_id=args.program, evaluated_at=now)
+
+
+def discard(_decision: Decision) -> None:
+    """The decision sink of a run whose HTML report takes each decision with its enrollment
+    (``on_evaluated``, to explain it): with a sink, the run keeps no list of decisions."""
+
+
+@contextmanager
+def html_report(path: Path | None, make: Callable[[TextIO], Page]) -> Iterator[Page]:
+    """An HTML report (``make(stream)``: an ``HtmlWriter``) written as the decisions come, into
+    ``path`` or stdout, and closed when the block ends. ``path`` is written beside itself and
+    renamed over it at the end: never half a page, and left as it was when the run fails."""
+    from engine.errors import InputError
+
+    if path is None:
+        page = make(sys.stdout)
+        yield page
+        page.close()
+        return
+    partial = path.with_name(f"{path.name}.tmp")
+    try:
+        stream = open(partial, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write the output: {exc.strerror or exc}") from exc
+    try:
+        with stream:
+            page = make(stream)
+            yield page
+            page.close()
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    err(f"wrote {path}")

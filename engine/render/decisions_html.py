@@ -1,6 +1,9 @@
 """The HTML report of a set of decisions (``run``, and the pieces ``plan``, ``review``, ``diff``
 and ``backtest`` reuse): header facts, summary cards and the decision table.
 
+``HtmlWriter`` writes a run's report as its decisions come (memory does not grow with the
+run); ``ExplainedDecisions`` collects them to build the same page whole (``decisions_page``).
+
 Personal data never reaches the page: a rule read of a site's names, email or street address
 is shown as withheld, and so is a reason whose template copies one of them.
 """
@@ -12,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TextIO
 
 from engine.policy.decision import Action, Decision
 from engine.policy.document import Policy
@@ -28,6 +31,7 @@ from engine.render.html import (
     DetailTable,
     ListCard,
     Page,
+    PageWriter,
     Row,
     RuleStep,
     StatCard,
@@ -85,7 +89,7 @@ def decisions_page(
     """The report of ``decisions``; ``detail_ids[i]`` is decision i's explanation in ``details``."""
     ids = list(detail_ids) if detail_ids is not None else [None] * len(decisions)
     rows = [Row(decision_cells(d), detail) for d, detail in zip(decisions, ids, strict=True)]
-    table = Table(DECISION_COLUMNS, rows, details, noun="enrollments", empty="No enrollment matches.")
+    table = Table(DECISION_COLUMNS, rows, details, noun="enrollments", empty=DECISIONS_EMPTY)
     cards = [*summary_cards(decisions), *extra_cards]
     return Page(title=context.title, facts=context.facts(), cards=cards, table=table, notes=notes)
 
@@ -101,6 +105,7 @@ DECISION_COLUMNS: tuple[Column, ...] = (
     Column("transition", "Change", filter=True, hidden=True),
     Column("warnings", "Data warnings", hidden=True),
 )
+DECISIONS_EMPTY = "No enrollment matches."
 
 
 def decision_cells(decision: Decision) -> dict[str, str | None]:
@@ -119,51 +124,77 @@ def decision_cells(decision: Decision) -> dict[str, str | None]:
     }
 
 
-def summary_cards(decisions: Sequence[Decision]) -> list[Card]:
-    actions = Counter(d.action for d in decisions)
-    changes = actions[Action.UPDATE]
-    status_changes = sum(1 for d in decisions if d.action is Action.UPDATE and d.status_changes)
-    evaluated = len(decisions) - actions[Action.SKIP]
-    warned = [d for d in decisions if d.warnings]
-    # Order matters: the three numbers and the warnings share the first row, the charts the second.
-    return [
-        StatCard("Enrollments", len(decisions), f"{evaluated:,} evaluated, {actions[Action.SKIP]:,} skipped"),
-        StatCard(
-            "Changes",
-            changes,
-            f"{status_changes:,} status, {changes - status_changes:,} groups only",
-            tone="info" if changes else "muted",
-        ),
-        StatCard(
-            "Errors",
-            actions[Action.ERROR],
-            "could not be evaluated; nothing is sent",
-            tone="bad" if actions[Action.ERROR] else "muted",
-        ),
-        ListCard("Data warnings", warning_items(warned), empty="none", tone="warn" if warned else "muted"),
-        BarsCard("By transition", transition_bars(decisions), filter_key="transition"),
-        BarsCard("Rule hits", rule_bars(decisions), filter_key="rule_id", empty="no rule decided"),
-    ]
+def summary_cards(decisions: Iterable[Decision]) -> list[Card]:
+    tally = DecisionTally()
+    for decision in decisions:
+        tally.add(decision)
+    return tally.cards()
 
 
-def transition_bars(decisions: Iterable[Decision]) -> list[Bar]:
-    counts = Counter(d.transition for d in decisions)
+class DecisionTally:
+    """The numbers of the summary cards, counted one decision at a time."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.actions: Counter[Action] = Counter()
+        self.status_changes = 0  # updates that change the status
+        self.transitions: Counter[str] = Counter()
+        self.rules: Counter[str] = Counter()
+        self.warned = 0  # decisions with data warnings
+        self.warnings: Counter[str] = Counter()  # distinct warnings per fact (the text before the colon)
+
+    def add(self, decision: Decision) -> None:
+        self.count += 1
+        self.actions[decision.action] += 1
+        if decision.action is Action.UPDATE and decision.status_changes:
+            self.status_changes += 1
+        self.transitions[decision.transition] += 1
+        if decision.rule_id:
+            self.rules[decision.rule_id] += 1
+        if decision.warnings:
+            self.warned += 1
+            self.warnings.update(w.split(":", 1)[0] for w in set(decision.warnings))
+
+    def cards(self) -> list[Card]:
+        actions = self.actions
+        changes = actions[Action.UPDATE]
+        evaluated = self.count - actions[Action.SKIP]
+        # Order matters: the three numbers and the warnings share the first row, the charts the second.
+        return [
+            StatCard("Enrollments", self.count, f"{evaluated:,} evaluated, {actions[Action.SKIP]:,} skipped"),
+            StatCard(
+                "Changes",
+                changes,
+                f"{self.status_changes:,} status, {changes - self.status_changes:,} groups only",
+                tone="info" if changes else "muted",
+            ),
+            StatCard(
+                "Errors",
+                actions[Action.ERROR],
+                "could not be evaluated; nothing is sent",
+                tone="bad" if actions[Action.ERROR] else "muted",
+            ),
+            ListCard("Data warnings", self.warning_items(), tone="warn" if self.warned else "muted"),
+            BarsCard("By transition", count_bars(self.transitions, _transition_tone), "transition"),
+            BarsCard("Rule hits", count_bars(self.rules, _rule_tone), "rule_id", empty="no rule decided"),
+        ]
+
+    def warning_items(self) -> list[tuple[str, int | str]]:
+        """Enrollments with warnings, then the number per fact (the text before the colon)."""
+        if not self.warned:
+            return []
+        top = sorted(self.warnings.items(), key=lambda item: (-item[1], item[0]))[:8]
+        return [("enrollments with warnings", self.warned), *top]
+
+
+def count_bars(counts: Counter[str], tone: Callable[[str], Tone]) -> list[Bar]:
+    """A bar per label, the largest first (ties by label)."""
     order = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    return [Bar(label, count, _transition_tone(label)) for label, count in order]
+    return [Bar(label, count, tone(label)) for label, count in order]
 
 
-def rule_bars(decisions: Iterable[Decision]) -> list[Bar]:
-    counts = Counter(d.rule_id for d in decisions if d.rule_id)
-    return [Bar(rule, count, "info") for rule, count in sorted(counts.items(), key=lambda i: (-i[1], i[0]))]
-
-
-def warning_items(warned: Sequence[Decision]) -> list[tuple[str, int | str]]:
-    """Enrollments with warnings, then the number per fact (the text before the colon)."""
-    if not warned:
-        return []
-    per_fact = Counter(w.split(":", 1)[0] for d in warned for w in set(d.warnings))
-    top = sorted(per_fact.items(), key=lambda item: (-item[1], item[0]))[:8]
-    return [("enrollments with warnings", len(warned)), *top]
+def _rule_tone(_rule: str) -> Tone:
+    return "info"
 
 
 def _transition_tone(label: str) -> Tone:
@@ -327,9 +358,30 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "\u2026"
 
 
+class DecisionDetails:
+    """The explanation of each decision of one policy at one ``now``, as a row's ``Detail``
+    (a reason that copies personal data withheld)."""
+
+    def __init__(self, policy: Policy, now: datetime) -> None:
+        self.policy = policy
+        self.withheld = personal_reason_rules(policy)
+        self._explainer = Explainer(policy, now)
+        self._texts = ExpressionTexts()
+
+    def __call__(self, raw: Any, decision: Decision) -> Detail:
+        explanation = self._explainer.explain(raw, decision)
+        withheld = decision.rule_id in self.withheld
+        return explanation_detail(explanation, reason_withheld=withheld, texts=self._texts)
+
+    def shown(self, decision: Decision) -> Decision:
+        """``decision`` as its row shows it."""
+        return _withheld(decision) if decision.rule_id in self.withheld and decision.reason else decision
+
+
 class ExplainedDecisions:
     """Explains each decision as it is made, keeping only the compact explanation (a run
-    drops raw enrollments as it goes), then builds the report page.
+    drops raw enrollments as it goes), then builds the report page. For a page of any size,
+    ``HtmlWriter`` writes the same page as the decisions come instead.
 
     Call it with ``(raw, decision)`` for every enrollment in order; the decisions must come
     from the same policy at the same ``now``.
@@ -339,18 +391,63 @@ class ExplainedDecisions:
         self.policy = policy
         self.details = DetailTable()
         self.detail_ids: list[int | None] = []
-        self._explainer = Explainer(policy, now)
-        self._withheld = personal_reason_rules(policy)
-        self._texts = ExpressionTexts()
+        self._details = DecisionDetails(policy, now)
 
     def __call__(self, raw: Any, decision: Decision) -> None:
-        explanation = self._explainer.explain(raw, decision)
-        withheld = decision.rule_id in self._withheld
-        detail = explanation_detail(explanation, reason_withheld=withheld, texts=self._texts)
-        self.detail_ids.append(self.details.add(detail))
+        self.detail_ids.append(self.details.add(self._details(raw, decision)))
 
     def page(self, context: ReportContext, decisions: Sequence[Decision], **kwargs: Any) -> Page:
         if len(decisions) != len(self.detail_ids):
             raise ValueError(f"{len(decisions)} decisions but {len(self.detail_ids)} explanations")
         shown = withhold_personal_reasons(decisions, self.policy)
         return decisions_page(context, shown, self.details, self.detail_ids, **kwargs)
+
+
+class HtmlWriter:
+    """The report of a run written into ``stream`` as its decisions come: the page
+    ``ExplainedDecisions.page`` builds, in memory that does not grow with the run (rows go
+    out in chunks, explanations wait in a temporary file, the cards keep counts).
+
+    Call it with ``(raw, decision)`` for every enrollment in order (``on_evaluated`` of a
+    run), or ``write(decision)`` for a row without an explanation (a ``DecisionWriter``).
+    ``close()`` writes the header and cards: set ``context`` and ``notes`` first when they
+    are known only at the end (a run's id, its footer). Nothing is written before the first
+    decision.
+    """
+
+    columns: tuple[Column, ...] = DECISION_COLUMNS
+
+    def __init__(
+        self, stream: TextIO, policy: Policy, now: datetime, context: ReportContext, *,
+        notes: Sequence[str] = (), **page_options: int,
+    ) -> None:  # fmt: skip
+        self.policy = policy
+        self.context = context
+        self.notes: Sequence[str] = notes
+        self.tally = DecisionTally()
+        self._details = DecisionDetails(policy, now)
+        table = Table(self.columns, (), noun="enrollments", empty=DECISIONS_EMPTY)
+        self._page = PageWriter(stream, table, **page_options)
+
+    def __call__(self, raw: Any, decision: Decision) -> None:
+        self._row(decision, self._details(raw, decision))
+
+    def write(self, decision: Decision, program: str | None = None) -> None:
+        self._row(decision, None)
+
+    def _row(self, decision: Decision, detail: Detail | None) -> None:
+        self.tally.add(decision)
+        self._page.row(self.cells(decision), detail)
+
+    def cells(self, decision: Decision) -> dict[str, str | None]:
+        """A row's cells (a subclass adds its own columns)."""
+        return decision_cells(self._details.shown(decision))
+
+    def cards(self) -> list[Card]:
+        return self.tally.cards()
+
+    def facts(self) -> list[tuple[str, str]]:
+        return self.context.facts()
+
+    def close(self) -> None:
+        self._page.close(title=self.context.title, facts=self.facts(), cards=self.cards(), notes=self.notes)

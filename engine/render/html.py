@@ -2,11 +2,14 @@
 
 One file, no network: the CSS and JavaScript are inline, the data the scripts need is JSON in
 ``<script type="application/json">`` blocks, and the table renders only the rows in view, so a
-report of 100,000 rows opens in a second or two and filters at typing speed. Everything that
-came from the API (enrollment fields, reasons, rule ids, values) is untrusted: the template is
-rendered by Jinja2 with autoescaping, the embedded JSON has ``<``, ``>`` and ``&`` written as
-``\\u003c`` etc. (so ``</script>`` or ``<!--`` in a value cannot end the block), and the page's
-script writes data into the DOM with ``textContent`` only, never as markup.
+report of 100,000 rows opens in a second or two and filters at typing speed. A page is either
+written as its rows come (``PageWriter``: a run's report, in memory that does not grow with
+the run) or built whole and rendered (``render_page``, which writes through the same writer).
+Everything that came from the API (enrollment fields, reasons, rule ids, values) is
+untrusted: the template is rendered by Jinja2 with autoescaping, the embedded JSON has ``<``,
+``>`` and ``&`` written as ``\\u003c`` etc. (so ``</script>`` or ``<!--`` in a value cannot end
+the block), and the page's script writes data into the DOM with ``textContent`` only, never
+as markup.
 
 Building a page (every command's report is one of these; plain data in, a string out)::
 
@@ -30,6 +33,21 @@ Building a page (every command's report is one of these; plain data in, a string
     )
     html_text = render_page(page)
 
+    # ... or row by row into a stream; the header and cards (known at the end) go last:
+    writer = PageWriter(stream, Table(columns=[...], rows=(), noun="enrollments"))
+    for each row: writer.row({"enrollment_id": ..., ...}, Detail(...))
+    writer.close(title="Dry-run preview (run 12)", facts=[...], cards=[StatCard(...), ...])
+
+The file of a written page: the head (styles, the Content-Security-Policy), the table's frame
+and its columns (``report-table``), the rows in chunks of 1,000 (``report-rows`` blocks, each
+with the strings its rows are the first to use), then the notes, cards and header (written
+last because a run's numbers are known at its end; CSS shows them on top and the script moves
+them first in the document), the script, and the explanations (``report-details`` chunks,
+after the script so the rows show before they are read). While a page is written, its
+explanations wait in a temporary file, and the strings, steps and explanations it remembers
+to store each once are only the recent ones (filter columns are the exception: their few
+values are all kept), so memory stays flat however many rows go by.
+
 - ``Column(filter=True)`` adds a drop-down of that column's values; ``hidden=True`` makes a
   filter-only column; ``sort="number"`` sorts numerically (cells are then numbers); every
   visible text column is searched. A ``BarsCard`` or ``ListCard`` with ``filter_key`` turns its
@@ -44,11 +62,14 @@ Building a page (every command's report is one of these; plain data in, a string
   ``explanation_section`` in ``engine.render.decisions_html`` makes a section from an engine
   ``Explanation``; a diff shows two sections (before/after) in one ``Detail``.
 - ``engine.render.decisions_html`` has the pieces for decisions (``run``, ``plan``, ``diff``,
-  ``backtest``): ``ExplainedDecisions(policy, now)`` is called with ``(raw, decision)`` for each
-  enrollment (pass it as ``on_evaluated=`` to ``RunService``/``run_policy``, or call it in an
-  offline loop) and keeps a compact explanation of each; ``.page(ReportContext.for_policy(
-  policy, title=..., mode=..., program_id=..., evaluated_at=now), decisions, notes=[...],
-  extra_cards=[...])`` gives the whole ``Page``. ``DECISION_COLUMNS``, ``decision_cells``,
+  ``backtest``): ``HtmlWriter(stream, policy, now, ReportContext.for_policy(policy, title=...,
+  mode=..., program_id=..., evaluated_at=now))`` is called with ``(raw, decision)`` for each
+  enrollment (pass it as ``on_evaluated=`` to ``RunService``/``run_policy``, with a decision
+  sink so the run keeps no list, or call it in an offline loop), writes each row and its
+  explanation, and ``close()`` writes the header and cards (``review_html.PlanHtmlWriter``:
+  a plan's). ``ExplainedDecisions(policy, now)``, called the same way, keeps a compact
+  explanation of each; ``.page(context, decisions, notes=[...], extra_cards=[...])`` gives the
+  whole ``Page`` (the same page, for small sets). ``DECISION_COLUMNS``, ``decision_cells``,
   ``summary_cards``, ``explanation_detail`` and ``explanation_section`` are there to reuse for a
   page of a different shape (a review queue: its own columns, the same badges and cards; a
   diff: one ``Detail`` with a "before" and an "after" section). Personal data: use
@@ -61,20 +82,24 @@ from __future__ import annotations
 import base64
 import gc
 import hashlib
+import io
 import json
+import shutil
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, TextIO, TypeGuard
 
 import jinja2
 from markupsafe import Markup
 
+from engine.render.html_details import Detail, DetailSection, DetailTable, RecentIds, RuleStep, Verdict
+
 Cell = str | int | float | None
 Tone = Literal["good", "bad", "warn", "info", "neutral", "muted"]
-Verdict = Literal["match", "no match", "error", "skipped"]
 
 __all__ = [
     "Bar",
@@ -88,6 +113,7 @@ __all__ = [
     "ListCard",
     "Mark",
     "Page",
+    "PageWriter",
     "Row",
     "RuleStep",
     "StatCard",
@@ -188,87 +214,9 @@ class Column:
 
 
 @dataclass(frozen=True, slots=True)
-class RuleStep:
-    """One evaluated rule in an explanation."""
-
-    rule_id: str
-    kind: str  # "rule" | "group" | anything the caller means
-    verdict: Verdict
-    reads: Sequence[tuple[str, str, bool]] = ()  # (path, value as JSON text, missing)
-    decided_by: Sequence[tuple[str, str]] = ()  # (sub-condition as JSON text, its value), outermost first
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DetailSection:
-    title: str | None
-    steps: Sequence[RuleStep]
-    note: str | None = None  # a line above the steps (or in their place when there are none)
-
-
-@dataclass(frozen=True, slots=True)
-class Detail:
-    """What a row expands into."""
-
-    summary: str | None = None
-    notes: Sequence[str] = ()
-    sections: Sequence[DetailSection] = ()
-
-
-@dataclass(frozen=True, slots=True)
 class Row:
     cells: Mapping[str, Cell]
     detail: int | None = None  # an id from the table's DetailTable
-
-
-class DetailTable:
-    """Row explanations, interned as they are added: equal strings, rule steps and whole
-    details are stored once, so memory and file size grow with what differs between rows."""
-
-    def __init__(self) -> None:
-        self._strings = _Interner()
-        self._steps: dict[tuple[Any, ...], int] = {}
-        self._details: dict[tuple[Any, ...], int] = {}
-
-    def __len__(self) -> int:
-        return len(self._details)
-
-    def add(self, detail: Detail) -> int:
-        """Store ``detail``; the id to put in ``Row.detail``."""
-        text = self._strings.id
-        sections = tuple(
-            (text(section.title), tuple(self._step(step) for step in section.steps), text(section.note))
-            for section in detail.sections
-        )
-        key = (text(detail.summary), tuple(text(note) for note in detail.notes), sections)
-        return self._details.setdefault(key, len(self._details))
-
-    def _step(self, step: RuleStep) -> int:
-        text = self._strings.id
-        reads = tuple(
-            x for path, value, missing in step.reads for x in (text(path), text(value), int(missing))
-        )
-        decided = tuple(x for expression, value in step.decided_by for x in (text(expression), text(value)))
-        verdict = _VERDICTS.index(step.verdict)
-        key = (text(step.rule_id), text(step.kind), verdict, reads, decided, text(step.error))
-        return self._steps.setdefault(key, len(self._steps))
-
-    def payload(self) -> dict[str, Any]:
-        """The JSON the page's script reads (lazily, on the first expanded row)."""
-        return {
-            "strings": self._strings.values,
-            "steps": [
-                [rule, kind, verdict, list(reads), list(decided), error]
-                for rule, kind, verdict, reads, decided, error in self._steps
-            ],
-            "details": [
-                [summary, list(notes), [[title, list(steps), note] for title, steps, note in sections]]
-                for summary, notes, sections in self._details
-            ],
-        }
-
-
-_VERDICTS: tuple[Verdict, ...] = ("no match", "match", "error", "skipped")
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,21 +245,152 @@ class Page:
 
 
 def render_page(page: Page) -> str:
-    """The page as one self-contained HTML document."""
-    table = page.table
-    assets = _assets()
-    with _collector_paused():
-        table_json = script_json(_table_payload(table)) if table is not None else None
-        details_json = script_json(table.details.payload()) if table and table.details else None
-    return _template().render(
-        page=page,
-        style=assets.style,
-        script=assets.script,
-        script_hash=assets.script_hash,
-        cards=[_card_view(card) for card in page.cards],
-        table_json=table_json,
-        details_json=details_json,
-    )
+    """The page as one self-contained HTML document (written by a ``PageWriter``)."""
+    buffer = io.StringIO()
+    writer = PageWriter(buffer, page.table)
+    for row in page.table.rows if page.table is not None else ():
+        writer.row(row.cells, row.detail)
+    writer.close(title=page.title, facts=page.facts, cards=page.cards, notes=page.notes)
+    return buffer.getvalue()
+
+
+ROWS_PER_CHUNK = 1_000
+DETAILS_PER_CHUNK = 1_000
+RECENT = 10_000  # strings, rule steps and details a written page remembers to store once
+
+
+class PageWriter:
+    """A page written into ``stream`` as its rows come (the module's docstring shows the file).
+
+    Memory stays bounded: rows go out in chunks of ``ROWS_PER_CHUNK``; a row's ``Detail`` is
+    interned among the recent ones and the new ones wait in a temporary file until the end.
+    Rows of a ``Table`` that has a ``DetailTable`` give their detail as its id instead (a page
+    built in memory); that table is written whole. Nothing is written before the first row
+    (or ``close``), so a run that fails at once writes nothing.
+    """
+
+    def __init__(
+        self, stream: TextIO, table: Table | None, *, rows_per_chunk: int = ROWS_PER_CHUNK,
+        details_per_chunk: int = DETAILS_PER_CHUNK, recent: int = RECENT,
+    ) -> None:  # fmt: skip
+        self.stream = stream
+        self.table = table
+        self.rows = 0
+        self._columns: list[Column] = list(table.columns) if table is not None else []
+        self._rows_per_chunk = rows_per_chunk
+        self._details_per_chunk = details_per_chunk
+        self._given = table.details if table is not None else None  # ids in Row.detail point into it
+        self._details = DetailTable(window=recent)
+        # Filter columns keep every value (a filter lists each once; there are few); the others
+        # only the recent ones (an id column has a new value on every row).
+        self._ids = [RecentIds(None if column.filter else recent) for column in self._columns]
+        self._new: list[list[str]] = [[] for _ in self._columns]
+        self._cells: list[int | float | None] = []
+        self._chunk_rows = 0
+        self._spool: TextIO | None = None
+        self._started = False
+
+    def row(self, cells: Mapping[str, Cell], detail: Detail | int | None = None) -> None:
+        """One row: its cells by column key, and what it opens into."""
+        if self.table is None:
+            raise ValueError("this page has no table")
+        self._start()
+        out = self._cells
+        for index, column in enumerate(self._columns):
+            value = cells.get(column.key)
+            if column.sort == "number":
+                out.append(value if _is_number(value) else None)
+            elif value is None:
+                out.append(-1)
+            else:
+                text = str(value)
+                ids = self._ids[index]
+                found = ids.get(text)
+                if found is None:
+                    found = ids.add(text)
+                    self._new[index].append(text)
+                out.append(found)
+        out.append(self._detail_id(detail))
+        self.rows += 1
+        self._chunk_rows += 1
+        if self._chunk_rows >= self._rows_per_chunk:
+            self._write_rows()
+
+    def close(
+        self, *, title: str, facts: Sequence[tuple[str, str]] = (), cards: Sequence[Card] = (),
+        notes: Sequence[str] = (),
+    ) -> None:  # fmt: skip
+        """The rest of the page: the header (``title``, ``facts``), ``notes``, ``cards``,
+        the script and the explanations. The stream is flushed, not closed."""
+        self._start()
+        if self._chunk_rows:
+            self._write_rows()
+        assets = _assets()
+        self.stream.write(_template().render(
+            part="close", table=self.table is not None, title=title, facts=list(facts), notes=list(notes),
+            cards=[_card_view(card) for card in cards], script=assets.script,
+        ))  # fmt: skip
+        self._write_details()
+        self.stream.write(_template().render(part="end"))
+        self.stream.flush()
+
+    def _start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        assets = _assets()
+        table = self.table
+        frame = script_json(_table_frame(table)) if table is not None else None
+        self.stream.write(_template().render(
+            part="open", table=table, table_json=frame, style=assets.style, script_hash=assets.script_hash,
+        ))  # fmt: skip
+
+    def _detail_id(self, detail: Detail | int | None) -> int:
+        if detail is None:
+            return -1
+        if isinstance(detail, int):
+            return detail  # an id of the table's DetailTable
+        if self._given is not None:
+            raise ValueError("this table's details are its DetailTable's: give their ids")
+        found = self._details.add(detail)
+        if self._details.pending >= self._details_per_chunk:
+            self._spool_details()
+        return found
+
+    def _write_rows(self) -> None:
+        chunk = script_json({"strings": self._new, "cells": self._cells})
+        self.stream.write(f'<script type="application/json" class="report-rows">{chunk}</script>\n')
+        self._new = [[] for _ in self._columns]
+        self._cells = []
+        self._chunk_rows = 0
+
+    def _spool_details(self) -> None:
+        chunk = self._details.drain()
+        if chunk is None:
+            return
+        if self._spool is None:
+            self._spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        self._spool.write(_details_block(chunk))
+
+    def _write_details(self) -> None:
+        if self._given is not None:
+            if len(self._given):
+                with _collector_paused():
+                    self.stream.write(_details_block(self._given.payload()))
+            return
+        self._spool_details()
+        if self._spool is None:
+            return
+        try:
+            self._spool.seek(0)
+            shutil.copyfileobj(self._spool, self.stream)
+        finally:
+            self._spool.close()
+            self._spool = None
+
+
+def _details_block(chunk: dict[str, Any]) -> str:
+    return f'<script type="application/json" class="report-details">{script_json(chunk)}</script>\n'
 
 
 @contextmanager
@@ -421,62 +500,26 @@ def _mark_view(cell: int | str | Mark) -> dict[str, Any]:
     }
 
 
-def _table_payload(table: Table) -> dict[str, Any]:
-    """Rows as one flat array (``len(columns) + 1`` numbers per row, the last the detail id);
-    a text cell is an index into its column's ``strings`` (-1 for none), a numeric one a number.
+def _table_frame(table: Table) -> dict[str, Any]:
+    """What the page's script needs besides the rows: the columns, the words it uses.
 
-    Each column's strings are sorted (case-insensitively), so a cell is also its sort key (the
-    page sorts 100,000 rows by comparing numbers), and a column of a few statuses costs a
-    digit or two per row.
+    The rows come in chunks: each a flat array (``len(columns) + 1`` numbers per row, the last
+    the detail id) and, per column, the strings its rows are the first to use; a text cell is
+    an index into its column's strings joined across chunks (-1 for none), a numeric one a
+    number. The page sorts each column's strings once (case-insensitively) to sort the rows.
     """
-    columns = list(table.columns)
-    rows = table.rows
-    strings: list[list[str]] = []
-    encoded: list[list[int | float | None]] = []
-    for column in columns:
-        values = [row.cells.get(column.key) for row in rows]
-        if column.sort == "number":
-            strings.append([])
-            encoded.append([v if isinstance(v, int | float) and _is_number(v) else None for v in values])
-            continue
-        texts = sorted({str(v) for v in values if v is not None}, key=lambda text: (text.casefold(), text))
-        ids = {text: index for index, text in enumerate(texts)}
-        strings.append(texts)
-        encoded.append([-1 if v is None else ids[str(v)] for v in values])
-    encoded.append([-1 if row.detail is None else row.detail for row in rows])
     return {
         "columns": [
             {
                 "key": c.key, "label": c.label, "filter": c.filter, "hidden": c.hidden, "sort": c.sort,
                 "width": c.width, "mono": c.mono, "badge": c.badge, "split": c.split,
             }
-            for c in columns
+            for c in table.columns
         ],
-        "strings": strings,
-        "cells": [cell for row_cells in zip(*encoded, strict=True) for cell in row_cells],
         "noun": table.noun,
         "empty": table.empty,
     }  # fmt: skip
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-class _Interner:
-    """Each distinct string once; ``None`` is -1."""
-
-    __slots__ = ("_ids", "values")
-
-    def __init__(self) -> None:
-        self._ids: dict[str, int] = {}
-        self.values: list[str] = []
-
-    def id(self, text: str | None) -> int:
-        if text is None:
-            return -1
-        found = self._ids.get(text)
-        if found is None:
-            found = self._ids[text] = len(self.values)
-            self.values.append(text)
-        return found

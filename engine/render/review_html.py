@@ -3,9 +3,10 @@
 Both are pages of ``engine.render.html`` built from the pieces of ``decisions_html``: the
 same header facts, cards, escaping and personal-data rules as a run's report.
 
-* ``plan_page``: the run's decisions (every one, with its explanation) under a header that
-  names the plan, the API it was made against and how to apply it; a card counts the changes
-  a person would normally confirm (applying the plan approves them).
+* ``PlanHtmlWriter``: the run's decisions (every one, with its explanation), written as the
+  run decides them, under a header that names the plan, the API it was made against and how
+  to apply it; a card counts the changes a person would normally confirm (applying the plan
+  approves them).
 * ``review_page``: the changes waiting for approval. The explanation of a waiting change is
   what its run stored: each rule in order with the values it read when the change was
   decided (the raw enrollment is never kept), and the command that approves it.
@@ -15,17 +16,16 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from engine.policy.decision import Action, Decision, RuleTrace
 from engine.policy.document import Policy
 from engine.render.decisions_html import (
     DECISION_COLUMNS,
     WITHHELD,
-    ExplainedDecisions,
-    ReportContext,
+    HtmlWriter,
     personal_reason_rules,
     read_value,
     status_tone,
@@ -46,7 +46,7 @@ from engine.render.html import (
     Table,
 )
 
-__all__ = ["PlanFacts", "QueuedChange", "plan_page", "review_page"]
+__all__ = ["PlanFacts", "PlanHtmlWriter", "QueuedChange", "review_page"]
 
 _TIME = "%Y-%m-%d %H:%M UTC"
 
@@ -69,42 +69,45 @@ PLAN_COLUMNS: tuple[Column, ...] = (
 )
 
 
-def plan_page(
-    explained: ExplainedDecisions,
-    context: ReportContext,
-    decisions: Sequence[Decision],
-    plan: PlanFacts,
-    *,
-    notes: Sequence[str] = (),
-) -> Page:
-    """A saved plan's report: every decision of its run, explained, with the plan's facts."""
-    policy = explained.policy
-    page = explained.page(context, decisions, notes=notes)
-    final = {i for i, d in enumerate(decisions) if d.action is Action.UPDATE and policy.requires_approval(d)}
-    command = f"autoapprove apply {plan.plan_id}"
-    cards: list[Card] = [
-        StatCard("Plan", plan.plan_id, f"apply it with: {command}", tone="info"),
-        *page.cards,
-        StatCard(
-            "Final decisions",
-            len(final),
-            "the policy asks a person to confirm these: applying the plan approves them",
-            tone="warn" if final else "muted",
-        ),
-    ]
-    table = page.table
-    assert table is not None  # explained.page always builds one
-    rows = [
-        Row({**row.cells, "approval": "needs approval" if i in final else "automatic"}, row.detail)
-        for i, row in enumerate(table.rows)
-    ]
-    table = replace(table, columns=PLAN_COLUMNS, rows=rows)
-    facts = [
-        *context.facts(),
-        ("Created at", plan.created_at.strftime(_TIME)),
-        ("API", plan.api_url),
-    ]
-    return replace(page, facts=facts, cards=cards, table=table)
+class PlanHtmlWriter(HtmlWriter):
+    """A saved plan's report, written as its run decides: every decision, explained, with a
+    column and a card for the final decisions (those the policy asks a person to confirm:
+    applying the plan approves them). Set ``plan`` (and ``context``, ``notes``) before
+    ``close()``: the plan's id and creation time are known once the run is over."""
+
+    columns = PLAN_COLUMNS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.plan: PlanFacts | None = None
+        self.final = 0
+
+    def cells(self, decision: Decision) -> dict[str, str | None]:
+        final = decision.action is Action.UPDATE and self.policy.requires_approval(decision)
+        self.final += final
+        return {**super().cells(decision), "approval": "needs approval" if final else "automatic"}
+
+    def cards(self) -> list[Card]:
+        plan = self._plan()
+        return [
+            StatCard("Plan", plan.plan_id, f"apply it with: autoapprove apply {plan.plan_id}", tone="info"),
+            *super().cards(),
+            StatCard(
+                "Final decisions",
+                self.final,
+                "the policy asks a person to confirm these: applying the plan approves them",
+                tone="warn" if self.final else "muted",
+            ),
+        ]
+
+    def facts(self) -> list[tuple[str, str]]:
+        plan = self._plan()
+        return [*super().facts(), ("Created at", plan.created_at.strftime(_TIME)), ("API", plan.api_url)]
+
+    def _plan(self) -> PlanFacts:
+        if self.plan is None:
+            raise ValueError("set the plan's facts before closing its report")
+        return self.plan
 
 
 # --- the review queue -----------------------------------------------------------------------

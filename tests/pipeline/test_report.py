@@ -3,15 +3,17 @@ streams in, with the same explanation ``explain`` gives for the enrollment."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 from cli_process import run_cli
 
+from engine.cli.run_cmds import discard
 from engine.policy.decision import Decision
 from engine.policy.document import Policy
 from engine.policy.explain import explain
-from engine.render.decisions_html import ExplainedDecisions, ReportContext, explanation_detail
+from engine.render.decisions_html import ExplainedDecisions, HtmlWriter, ReportContext, explanation_detail
 from engine.render.html import DetailTable, render_page
 from engine.sandbox.generator import TX_BATTERY_PROGRAM
 from engine.sandbox.simulator import Simulator
@@ -43,6 +45,39 @@ def test_a_dry_run_explains_every_decision_for_the_report(
     )
     html = render_page(collector.page(context, report.decisions))
     assert all(str(d.enrollment_id) in html for d in report.decisions)
+
+
+def test_a_dry_run_writes_its_report_as_it_goes_and_keeps_no_decisions(
+    simulator: Simulator, pipeline: Pipeline, tx_policy: Policy
+) -> None:
+    stream = io.StringIO()
+    context = ReportContext.for_policy(
+        tx_policy, title="Dry run", mode="dry run", program_id=None, evaluated_at=NOW
+    )
+    page = HtmlWriter(stream, tx_policy, NOW, context)
+
+    report = pipeline.run(tx_policy, on_evaluated=page, on_decision=discard)  # as `run --format html`
+    page.close()
+
+    assert report.decisions == []  # the run kept no list: the page took each decision as it came
+    assert page.tally.count == TX_COUNT == sum(report.action_counts.values())
+    html = stream.getvalue()
+    assert all(e["id"] in html for e in simulator.enrollments(TX_BATTERY_PROGRAM))
+
+
+def test_a_failed_run_leaves_the_report_file_as_it_was(simulator: Simulator, tmp_path: Path) -> None:
+    env = cli_env(simulator, f"sqlite:///{tmp_path / 'cli.db'}")
+    out = tmp_path / "report.html"
+    out.write_text("the last good report", encoding="utf-8")
+    simulator.script("GET", "^/v1/enrollments$", "truncate")  # the list breaks off after some enrollments
+
+    result = run_cli(
+        ["run", "--rules", str(TX_RULES), "--format", "html", "--out", str(out), "--now", NOW_ARG], env=env
+    )
+
+    assert result.code == 6, result.stderr
+    assert out.read_text(encoding="utf-8") == "the last good report"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("report")] == ["report.html"]
 
 
 def test_cli_dry_run_writes_the_html_report_with_the_run_and_sends_nothing(

@@ -4,6 +4,8 @@ browser download)."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import re
 import shutil
@@ -18,7 +20,7 @@ from engine.flip.files import read_enrollments_file
 from engine.policy.decision import Decision
 from engine.policy.document import Policy
 from engine.policy.evaluator import Evaluator
-from engine.render.decisions_html import ExplainedDecisions, ReportContext
+from engine.render.decisions_html import ExplainedDecisions, HtmlWriter, ReportContext
 from engine.render.html import render_page
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -34,11 +36,13 @@ HOSTILE = [
 ]
 
 
-# The page's own blocks only: two of data, one of code; no element a payload would add.
+# The page's own blocks only (a page of fewer than 1,000 rows): the table's columns, one chunk
+# of rows, the code, one chunk of explanations; no element a payload would add.
 PAGE_SCRIPTS = [  # the explanations come after the code: the rows show before they are read
     '<script type="application/json" id="report-table">',
+    '<script type="application/json" class="report-rows">',
     "<script>",
-    '<script type="application/json" id="report-details">',
+    '<script type="application/json" class="report-details">',
 ]
 
 
@@ -71,9 +75,34 @@ def hostile_enrollments() -> list[dict[str, Any]]:
     return records
 
 
+def report_context(policy: Policy, now: datetime, title: str = "Offline preview") -> ReportContext:
+    return ReportContext.for_policy(
+        policy, title=title, mode="offline preview", program_id=None, evaluated_at=now
+    )
+
+
 def build_report(
+    policy: Policy, enrollments: list[dict[str, Any]], now: datetime, title: str = "Offline preview",
+    **page_options: int,
+) -> tuple[str, list[Decision]]:  # fmt: skip
+    """The report as ``run --format html`` writes it: each decision explained and written out
+    as it is made."""
+    evaluator = Evaluator(policy, now, trace=False)
+    stream = io.StringIO()
+    writer = HtmlWriter(stream, policy, now, report_context(policy, now, title), **page_options)
+    decisions = []
+    for raw in enrollments:
+        decision = evaluator.evaluate(raw)
+        writer(raw, decision)
+        decisions.append(decision)
+    writer.close()
+    return stream.getvalue(), decisions
+
+
+def build_whole_report(
     policy: Policy, enrollments: list[dict[str, Any]], now: datetime, title: str = "Offline preview"
-) -> tuple[str, list[Decision]]:
+) -> str:
+    """The same page built whole in memory, then rendered (``ExplainedDecisions``)."""
     evaluator = Evaluator(policy, now, trace=False)
     collector = ExplainedDecisions(policy, now)
     decisions = []
@@ -81,10 +110,57 @@ def build_report(
         decision = evaluator.evaluate(raw)
         collector(raw, decision)
         decisions.append(decision)
-    context = ReportContext.for_policy(
-        policy, title=title, mode="offline preview", program_id=None, evaluated_at=now
+    return render_page(collector.page(report_context(policy, now, title), decisions))
+
+
+def blocks(html: str, kind: str) -> list[Any]:
+    """The JSON of the page's ``<script type="application/json" class=KIND>`` blocks, in order."""
+    found = re.findall(rf'<script type="application/json" class="{kind}">(.*?)</script>', html, re.S)
+    return [json.loads(text) for text in found]
+
+
+def page_data(html: str) -> dict[str, Any]:
+    """What the page shows, decoded as its script does: the columns, each row's cells as text
+    (numbers as numbers) and its explanation spelled out, and the header and cards markup."""
+    frame = json.loads(re.search(r'id="report-table">(.*?)</script>', html, re.S).group(1))  # type: ignore[union-attr]
+    chunks = blocks(html, "report-rows")
+    columns = frame["columns"]
+    strings = [[s for chunk in chunks for s in chunk["strings"][i]] for i in range(len(columns))]
+    cells = [cell for chunk in chunks for cell in chunk["cells"]]
+    parts = blocks(html, "report-details")
+    texts = [s for part in parts for s in part["strings"]]
+    steps = [step for part in parts for step in part["steps"]]
+    details = [detail for part in parts for detail in part["details"]]
+
+    def text(index: int) -> str | None:
+        return None if index < 0 else texts[index]
+
+    def step(index: int) -> list[Any]:
+        rule, kind, verdict, reads, decided, error = steps[index]
+        return [text(rule), text(kind), verdict, [r if i % 3 == 2 else text(r) for i, r in enumerate(reads)],
+                [text(d) for d in decided], text(error)]  # fmt: skip
+
+    def detail(index: int) -> list[Any] | None:
+        if index < 0:
+            return None
+        summary, notes, sections = details[index]
+        opened = [[text(title), [step(s) for s in ids], text(note)] for title, ids, note in sections]
+        return [text(summary), [text(n) for n in notes], opened]
+
+    stride = len(columns) + 1
+    rows = []
+    for start in range(0, len(cells), stride):
+        row = cells[start : start + stride]
+        shown = {
+            c["key"]: (row[i] if c["sort"] == "number" else (None if row[i] < 0 else strings[i][row[i]]))
+            for i, c in enumerate(columns)
+        }
+        rows.append((shown, detail(row[-1])))
+    # Everything but the data and the code: the head, the table's frame, notes, cards, header.
+    markup = re.sub(
+        r'<script type="application/json".*?</script>\n', "", html.split("<script>", 1)[0], flags=re.S
     )
-    return render_page(collector.page(context, decisions)), decisions
+    return {"frame": frame, "rows": rows, "markup": markup}
 
 
 @pytest.fixture

@@ -188,7 +188,7 @@ def test_hostile_strings_in_a_diff_never_become_markup(
         [RuleHits(HOSTILE[2], "rule", "f.yaml", 1, 1)], [RuleHits(HOSTILE[4], "rule", "f.yaml", 1, 0)],
     )  # fmt: skip
     html = render_page(diff_page(forged, tx_policy, tx_policy, [], now, source=HOSTILE[1]))
-    assert script_blocks(html) == PAGE_SCRIPTS[:2]  # no explanations: no enrollment given
+    assert script_blocks(html) == PAGE_SCRIPTS[:3]  # no explanations: no enrollment given
     for payload in HOSTILE:
         assert payload not in html
     assert "&lt;img src=x onerror=" in html  # the header, the bars and the hits table: escaped text
@@ -288,7 +288,7 @@ def test_hostile_strings_in_a_backtest_never_become_markup(tx_policy: Policy, no
         [Disagreement(HOSTILE[1], "ACTIVE", "REJECTED", HOSTILE[2], HOSTILE[3])],
     )  # fmt: skip
     html = render_page(backtest_page(forged, tx_policy, [], now, source=HOSTILE[4], explain_hint=HOSTILE[1]))
-    assert script_blocks(html) == PAGE_SCRIPTS[:2]
+    assert script_blocks(html) == PAGE_SCRIPTS[:3]
     for payload in HOSTILE:
         assert payload not in html
     assert "&lt;img src=x onerror=" in html
@@ -404,7 +404,7 @@ def test_the_diff_page_runs_no_hostile_string(
     path.write_text(html, encoding="utf-8")
     page = open_report(path)  # fails the test on any dialog, script error or request
     assert page.evaluate("typeof window.__pwned") == "undefined"
-    assert page.evaluate("document.scripts.length") == 3
+    assert page.evaluate("document.scripts.length") == 4
     assert page.evaluate("document.images.length") == 0
     assert rendered_ids(page) == [c.enrollment_id for c in report.changes]
     page.fill("#search", "</script>")
@@ -450,7 +450,7 @@ def test_the_backtest_page_in_a_browser_filters_expands_and_runs_nothing(
         for human, row in summary["by_status"].items()
     ]  # fmt: skip
     assert page.evaluate("typeof window.__pwned") == "undefined"
-    assert page.evaluate("document.scripts.length") == 3
+    assert page.evaluate("document.scripts.length") == 4
 
     page.fill("#search", "</script>")
     assert (

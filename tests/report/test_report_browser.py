@@ -13,6 +13,7 @@ import pytest
 
 from engine.policy.decision import Action, Decision
 from engine.policy.document import Policy
+from engine.render.decisions_html import decision_summary
 from engine.sandbox.generator import TX_BATTERY_PROGRAM, generate_enrollments
 
 from .conftest import HOSTILE, hostile_enrollments, sample_enrollments
@@ -129,8 +130,14 @@ def test_a_row_expands_into_its_explanation(
     assert page.locator(".detail").count() == 0
 
 
-def test_columns_sort_both_ways(tx_policy: Policy, write_report: Writer, open_report: Any) -> None:
-    path, decisions = write_report(tx_policy, sample_enrollments())
+@pytest.mark.parametrize("generated", [0, 2500])  # the sample, or a page of three chunks of rows
+def test_columns_sort_both_ways(
+    tx_policy: Policy, write_report: Writer, open_report: Any, now: datetime, generated: int
+) -> None:
+    records = (
+        list(generate_enrollments(TX_BATTERY_PROGRAM, generated, seed=4, now=now)) or sample_enrollments()
+    )
+    path, decisions = write_report(tx_policy, records)
     page = open_report(path)
     ids = sorted(d.enrollment_id or "" for d in decisions)
     page.click(".grid-head button:has-text('Enrollment')")
@@ -155,13 +162,56 @@ def test_only_the_rows_in_view_are_in_the_page(
     assert page.locator("#rows .row").count() < 80
 
 
+def test_a_page_of_many_chunks_filters_and_opens_rows_across_them(
+    tx_policy: Policy, write_report: Writer, open_report: Any, now: datetime
+) -> None:
+    records = list(generate_enrollments(TX_BATTERY_PROGRAM, 2500, seed=4, now=now))
+    path, decisions = write_report(tx_policy, records)  # 3 chunks of rows, 3 or more of explanations
+    page = open_report(path)
+    updates = sum(d.action is Action.UPDATE for d in decisions)
+    page.select_option("select[data-col=action]", label=f"update ({updates:,})")
+    assert shown(page) == updates
+    page.click("#reset")
+    last = decisions[-1]
+    page.fill("#search", last.enrollment_id or "")
+    page.locator(f".row[data-row='{len(decisions) - 1}']").click()  # its explanation is in the last chunk
+    assert page.locator(".detail .summary").inner_text() == decision_summary(last)
+
+
+def test_the_header_and_cards_written_last_are_shown_and_read_first(
+    tx_policy: Policy, write_report: Writer, open_report: Any, browser: Any
+) -> None:
+    path, _ = write_report(tx_policy, sample_enrollments())
+    page = open_report(path)
+    assert page.title() == "Offline preview"
+    order = "Array.from(document.body.children).filter(e => e.matches('header, main')).map(e => e.tagName)"
+    assert page.evaluate(order) == ["HEADER", "MAIN"]  # the script moved them first: tab order
+    sections = "Array.from(document.querySelectorAll('main > section')).map(e => e.className)"
+    assert page.evaluate(sections) == ["cards", "table-section"]
+    # Without the script, the stylesheet alone shows them on top.
+    context = browser.new_context(
+        viewport={"width": 1400, "height": 900}, java_script_enabled=False, offline=True
+    )
+    try:
+        bare = context.new_page()
+        bare.goto(path.as_uri())
+        tops = [
+            bare.locator(selector).bounding_box()["y"]
+            for selector in ("header.top", ".cards", "#table-section")
+        ]
+        assert tops == sorted(tops)
+        assert bare.title() == "Offline preview"
+    finally:
+        context.close()
+
+
 def test_hostile_data_renders_as_text_and_runs_nothing(
     tx_policy: Policy, write_report: Writer, open_report: Any
 ) -> None:
     path, decisions = write_report(tx_policy, hostile_enrollments())
     page = open_report(path)  # the fixture fails the test on any dialog, script error or request
     assert page.evaluate("typeof window.__pwned") == "undefined"
-    assert page.evaluate("document.scripts.length") == 3
+    assert page.evaluate("document.scripts.length") == 4
     assert page.evaluate("document.images.length") == 0
     assert rendered_ids(page) == [d.enrollment_id for d in decisions]
     assert decisions[0].enrollment_id == f"{HOSTILE[0]} #0"

@@ -34,6 +34,7 @@ from engine.render.html import (
 from .conftest import (
     HOSTILE,
     PAGE_SCRIPTS,
+    blocks,
     build_report,
     hostile_enrollments,
     sample_enrollments,
@@ -152,6 +153,6 @@ def test_table_cells_are_interned_and_numbers_stay_numbers() -> None:
     columns = [Column("id", "Id"), Column("n", "N", sort="number")]
     rows = [Row({"id": "a", "n": 3}), Row({"id": "a", "n": None}, detail=0), Row({"n": 1.5})]
     html = render_page(Page("t", table=Table(columns, rows)))
-    data = json.loads(re.search(r'id="report-table">(.*?)</script>', html).group(1))  # type: ignore[union-attr]
-    assert data["strings"] == [["a"], []]
-    assert data["cells"] == [0, 3, -1, 0, None, 0, -1, 1.5, -1]
+    (chunk,) = blocks(html, "report-rows")
+    assert chunk["strings"] == [["a"], []]
+    assert chunk["cells"] == [0, 3, -1, 0, None, 0, -1, 1.5, -1]

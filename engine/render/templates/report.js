@@ -8,8 +8,27 @@
     PENDING: "info", SUBMITTED: "info", update: "info", none: "muted", skip: "muted", error: "bad" };
   var VERDICTS = ["no match", "match", "error", "skipped"];
 
+  // The header, notes and cards come last in the file (a run's numbers are known at its end)
+  // and the stylesheet shows them first; here they move first in the document too, so that
+  // keyboards and screen readers meet them in the order they are seen.
+  var mainEl = document.querySelector("main"), tableSection = document.getElementById("table-section");
+  var header = document.querySelector("body > header.top");
+  if (header) document.body.insertBefore(header, document.body.firstChild);
+  Array.prototype.forEach.call(mainEl.querySelectorAll(":scope > .page-note, :scope > .cards"), function (node) {
+    mainEl.insertBefore(node, tableSection);
+  });
+
+  // Blocks of one kind in file order, parsed and joined: the rows come in chunks, each with
+  // the strings its rows are the first to use, and ids count across chunks.
+  function blocks(selector) {
+    return Array.prototype.map.call(document.querySelectorAll(selector), function (b) { return JSON.parse(b.textContent); });
+  }
+  function joined(parts, pick) { return Array.prototype.concat.apply([], parts.map(pick)); }
   var table = JSON.parse(document.getElementById("report-table").textContent);
-  var columns = table.columns, strings = table.strings, cells = table.cells;
+  var chunks = blocks("script.report-rows");
+  var columns = table.columns, cells = joined(chunks, function (c) { return c.cells; });
+  var strings = columns.map(function (_, i) { return joined(chunks, function (c) { return c.strings[i]; }); });
+  chunks = null;
   var stride = columns.length + 1, total = cells.length / stride;
   var visible = [], filterCols = [], searchCols = [];
   columns.forEach(function (c, i) {
@@ -25,13 +44,13 @@
   var root = document.documentElement;
   root.style.setProperty("--row-h", ROW_H + "px");
   var template = visible.map(function (c) { return c.width; }).join(" ");
-  document.getElementById("table-section").style.setProperty("--columns", template);
+  tableSection.style.setProperty("--columns", template);
 
   var state = { query: "", filters: {}, sortCol: -1, sortDir: 1, expanded: -1 };
   var order = null;        // row indexes in sort order (null: as given)
   var view = new Int32Array(total), viewLen = 0;
   var expandedPos = -1, detailEl = null, detailH = 0;
-  var lower = null, details = null;
+  var lower = null, details = null, ranks = {};
 
   function cell(row, col) { return cells[row * stride + col]; }
   function text(col, id) { return id < 0 || id === null ? "" : strings[col][id]; }
@@ -73,8 +92,9 @@
     var all = el("option", null, "all (" + fmt(total) + ")");
     all.value = "";
     select.appendChild(all);
+    var place = split ? function (v) { return v; } : function (v) { return v < 0 ? -1 : rankOf(c.index).rank[v]; };
     Array.from(counts.keys()).sort(function (a, b) {
-      return counts.get(b) - counts.get(a) || a - b;
+      return counts.get(b) - counts.get(a) || place(a) - place(b);
     }).forEach(function (v) {
       var option = el("option", null, (v < 0 ? "(empty)" : name(v)) + " (" + fmt(counts.get(v)) + ")");
       option.value = String(v);
@@ -91,7 +111,8 @@
   // counted, and per value which of the column's strings contain it.
   function splitValues(c, tally) {
     var values = [], ids = new Map(), has = [], counts = [];
-    strings[c.index].forEach(function (s, sid) {
+    rankOf(c.index).order.forEach(function (sid) {
+      var s = strings[c.index][sid];
       s.split(c.split).forEach(function (part) {
         if (!part) return;
         if (!ids.has(part)) { ids.set(part, values.length); values.push(part); has.push(new Uint8Array(strings[c.index].length)); counts.push(0); }
@@ -118,7 +139,7 @@
         if (option.value !== "" && Number(option.value) >= 0 && target.name(Number(option.value)) === wanted) {
           target.select.value = option.value;
           setFilter(target.col, option.value);
-          document.getElementById("table-section").scrollIntoView({ block: "start" });
+          tableSection.scrollIntoView({ block: "start" });
           return;
         }
       }
@@ -174,8 +195,29 @@
     render();
   }
 
-  // Text cells index a sorted string table, so a cell is its own sort key; keys and row
-  // numbers are packed into one float so the native numeric sort does the work.
+  // Each text column's strings in sort order (case-insensitive, then by code), made once per
+  // column: order[i] is the i-th string, rank[id] its place (equal strings, equal places).
+  function rankOf(col) {
+    if (ranks[col]) return ranks[col];
+    var list = strings[col], n = list.length, folded = new Array(n), order = new Array(n), i;
+    for (i = 0; i < n; i++) { folded[i] = list[i].toLowerCase(); order[i] = i; }
+    order.sort(function (a, b) {
+      var x = folded[a], y = folded[b];
+      if (x !== y) return x < y ? -1 : 1;
+      x = list[a]; y = list[b];
+      return x < y ? -1 : x > y ? 1 : a - b;
+    });
+    var rank = new Int32Array(n), count = 0;
+    for (i = 0; i < n; i++) {
+      if (i > 0 && list[order[i]] !== list[order[i - 1]]) count++;
+      rank[order[i]] = count;
+    }
+    ranks[col] = { order: order, rank: rank, count: n ? count + 1 : 0 };
+    return ranks[col];
+  }
+
+  // A text cell's rank is its sort key; keys and row numbers are packed into one float so
+  // the native numeric sort does the work.
   function sortBy(col) {
     if (state.sortCol === col) state.sortDir = -state.sortDir; else { state.sortCol = col; state.sortDir = 1; }
     var dir = state.sortDir, numeric = columns[col].sort === "number", r;
@@ -188,9 +230,10 @@
       });
       order = Int32Array.from(values);
     } else {
-      var packed = new Float64Array(total), last = strings[col].length;
+      var ranked = rankOf(col), rank = ranked.rank, last = ranked.count;
+      var packed = new Float64Array(total);
       for (r = 0; r < total; r++) {
-        var v = cell(r, col), key = v < 0 ? 2 * last : (dir > 0 ? v : last - 1 - v);  // empty cells last
+        var v = cell(r, col), key = v < 0 ? 2 * last : (dir > 0 ? rank[v] : last - 1 - rank[v]);  // empty cells last
         packed[r] = key * total + r;
       }
       packed.sort();
@@ -301,10 +344,14 @@
   // --- explanations (parsed on the first expanded row) ----------------------------------
   function loadDetails() {
     if (details !== null) return true;
-    // The block comes after this script, so the first rows show before it is even read.
-    var source = document.getElementById("report-details");
-    if (!source && document.readyState === "loading") return false;
-    details = source ? JSON.parse(source.textContent) : { strings: [], steps: [], details: [] };
+    // The blocks come after this script, so the first rows show before they are even read.
+    if (document.readyState === "loading") return false;
+    var parts = blocks("script.report-details");
+    details = {
+      strings: joined(parts, function (p) { return p.strings; }),
+      steps: joined(parts, function (p) { return p.steps; }),
+      details: joined(parts, function (p) { return p.details; })
+    };
     return true;
   }
   // Parsed when the browser is idle after loading, so the first row opens at once.
