@@ -21,6 +21,7 @@ from engine.policy.document import Policy, load_policy_text
 from engine.policy.explain import Explanation, explain
 from engine.runs.apply import ReviewApplier, plan_document
 from engine.runs.bases import load_base, parse_base
+from engine.runs.checkpoints import Checkpoint, no_checkpoint
 from engine.runs.plans import PlanDocument
 from engine.runs.report import RunReport
 from engine.runs.service import EvaluatedCallback, ProgressCallback, RunService, RunSettings
@@ -73,13 +74,17 @@ def review_applier(
     *,
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
+    checkpoint: Checkpoint = no_checkpoint,
 ) -> Iterator[ReviewApplier]:
     """The applier of saved plans and approvals, with the real client and store."""
     with open_client(config) as client, open_store(config) as store:
         lock_factory = _lock_factory(store, config)
 
         settings = replace(settings, api_url=client.settings.base_url)
-        yield ReviewApplier(client, store, settings, lock_factory=lock_factory, progress=progress, stop=stop)
+        yield ReviewApplier(
+            client, store, settings, lock_factory=lock_factory, progress=progress, stop=stop,
+            checkpoint=checkpoint,
+        )  # fmt: skip
 
 
 def run_policy(
@@ -93,15 +98,17 @@ def run_policy(
     on_evaluated: EvaluatedCallback | None = None,
     on_finish: Callable[[RunReport], None] | None = None,
     on_decision: Callable[[Decision], None] | None = None,
+    checkpoint: Checkpoint = no_checkpoint,
 ) -> RunReport:
-    """One run with the real client and store; ``on_finish`` sees its report even when it fails."""
+    """One run with the real client and store; ``on_finish`` sees its report even when it fails.
+    ``checkpoint`` is called at each named step (``engine.runs.checkpoints``)."""
     with open_client(config) as client, open_store(config) as store:
         lock_factory = _lock_factory(store, config)
 
         settings = replace(settings, api_url=client.settings.base_url)
         service = RunService(
             policy, client, store, settings, lock_factory=lock_factory, progress=progress, stop=stop,
-            on_evaluated=on_evaluated, on_finish=on_finish, on_decision=on_decision,
+            on_evaluated=on_evaluated, on_finish=on_finish, on_decision=on_decision, checkpoint=checkpoint,
         )  # fmt: skip
         return service.run(program_id)
 

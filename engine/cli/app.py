@@ -10,6 +10,7 @@ from engine.cli import compare_cmds, policy_cmds, review_cmds, run_cmds, sandbox
 from engine.cli.options import Commands
 from engine.cli.shared import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Context, err, load_settings
 from engine.cli.watch import configure_output, report_error
+from engine.runs.checkpoints import Checkpoint, no_checkpoint
 
 Handler = Callable[[argparse.Namespace, Context], int]
 
@@ -35,7 +36,10 @@ COMMANDS: tuple[Callable[[Commands], None], ...] = (
 )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, checkpoint: Checkpoint = no_checkpoint) -> int:
+    """Run the command ``argv`` names; its exit code. ``checkpoint`` is called at each named
+    step of the long commands (``engine.runs.checkpoints``; by default nothing happens there):
+    the crash tests inject one that kills the process at a chosen step."""
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")  # odd data must never crash the output
@@ -45,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return EXIT_USAGE
-    context = _context(args)
+    context = _context(args, checkpoint)
     if context is None:
         return EXIT_USAGE
     return _run_handler(handler, args, context)
@@ -79,7 +83,7 @@ def _run_handler(handler: Handler, args: argparse.Namespace, context: Context) -
         return EXIT_OK
 
 
-def _context(args: argparse.Namespace) -> Context | None:
+def _context(args: argparse.Namespace, checkpoint: Checkpoint) -> Context | None:
     """The settings, read once from the environment and the flags, and log lines as they say
     (``--log-format`` or ``AUTOAPPROVE_LOG_FORMAT``; the library never configures logging).
     None, after saying why, when a setting is bad."""
@@ -91,4 +95,4 @@ def _context(args: argparse.Namespace) -> Context | None:
         err(f"error: {exc}")
         return None
     configure_output(settings)
-    return Context(settings)
+    return Context(settings, checkpoint)

@@ -156,7 +156,6 @@ def _run_one(
         max_changes=args.max_changes,
         concurrency=context.settings.concurrency,
         recheck=not args.no_recheck,
-        crash_at=args.crash_at,
     )
     program = args.program or job.program_id
     progress = progress_for(program if output.folder else None, bars=not output.parallel)
@@ -173,6 +172,7 @@ def _run_one(
         report = run_policy(
             job.policy, context.settings, settings, program_id=args.program,
             progress=progress, stop=stop, on_decision=writer.write, on_finish=on_finish,
+            checkpoint=context.checkpoint,
         )  # fmt: skip
         completed = True
         return report
@@ -206,6 +206,7 @@ def _run_html(
         report = run_policy(
             job.policy, context.settings, replace(settings, now=now), program_id=args.program,
             progress=progress, stop=stop, on_evaluated=page, on_decision=discard, on_finish=on_finish,
+            checkpoint=context.checkpoint,
         )  # fmt: skip
         # The run's id and footer are known now: the header and notes are written last.
         title = f"Live run {report.run_id}" if report.live else f"Dry-run preview (run {report.run_id})"

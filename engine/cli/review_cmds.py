@@ -138,7 +138,6 @@ def _add_send_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--lock-ttl", type=positive_float, metavar="S",
                      help="SQLite lease of the program lock, seconds "
                      "(default: $AUTOAPPROVE_LOCK_TTL_S, else 300)")  # fmt: skip
-    cmd.add_argument("--crash-at", help=argparse.SUPPRESS)  # test hook: hard exit at a named step
     add_db_option(cmd)
 
 
@@ -178,7 +177,10 @@ def _plan_one(args: argparse.Namespace, context: Context, policy: Policy) -> Run
     if args.format == "html":
         report, document = _plan_html(args, context, policy, now, settings=settings, progress=progress)
     else:
-        report = run_policy(policy, config, settings, program_id=args.program, progress=progress)
+        report = run_policy(
+            policy, config, settings, program_id=args.program, progress=progress,
+            checkpoint=context.checkpoint,
+        )  # fmt: skip
         document = plan_document_of(config, report.plan_id or 0)
         write_output(
             args.report, render_decisions(report.decisions, policy, args.format, show_unchanged=args.all)
@@ -219,7 +221,8 @@ def _plan_html(
     header = report_context(args, policy, now, "Plan", "plan: nothing was sent")
     with html_report(args.report, lambda stream: PlanHtmlWriter(stream, policy, now, header)) as page:
         report = run_policy(policy, config, settings, program_id=args.program, progress=progress,
-                            on_evaluated=page, on_decision=discard)  # fmt: skip
+                            on_evaluated=page, on_decision=discard,
+                            checkpoint=context.checkpoint)  # fmt: skip
         document = plan_document_of(config, report.plan_id or 0)
         # The plan's id and creation time are known now: the header and cards are written last.
         page.context = replace(page.context, title=f"Plan {document.plan_id}", program_id=document.program_id)
@@ -239,8 +242,9 @@ def cmd_apply(args: argparse.Namespace, context: Context) -> int:
     max_age = timedelta(seconds=args.max_age)
     by = args.by or _os_user()
     with review_applier(
-        context.settings, _send_settings(args, context), progress=progress_for(None, bars=True)
-    ) as applier:
+        context.settings, _send_settings(args, context), progress=progress_for(None, bars=True),
+        checkpoint=context.checkpoint,
+    ) as applier:  # fmt: skip
         document = applier.check_plan(target, max_age=max_age, program_id=args.program)
         summary = render_plan_summary(document)
         if not args.yes and not _ask(
@@ -278,8 +282,9 @@ def cmd_review_approve(args: argparse.Namespace, context: Context) -> int:
     if bool(args.ids) == bool(args.all):
         raise _input_error("review approve needs change ids or --all (not both)")
     with review_applier(
-        context.settings, _send_settings(args, context), progress=progress_for(None, bars=True)
-    ) as applier:
+        context.settings, _send_settings(args, context), progress=progress_for(None, bars=True),
+        checkpoint=context.checkpoint,
+    ) as applier:  # fmt: skip
         records = applier.waiting_for(args.ids or None, args.program)
         if not records:
             err("no change is waiting for approval")
@@ -313,7 +318,6 @@ def _send_settings(args: argparse.Namespace, context: Context) -> RunSettings:
         live=True,
         max_changes=args.max_changes,
         concurrency=context.settings.concurrency,
-        crash_at=args.crash_at,
     )
 
 

@@ -72,7 +72,6 @@ def add_run(commands: Commands) -> None:
                      "(default: $AUTOAPPROVE_LOCK_TTL_S, else 300)")  # fmt: skip
     cmd.add_argument("--parallel", type=positive_int, default=1, metavar="N",
                      help="with a folder: N programs at a time (default 1, one after another)")  # fmt: skip
-    cmd.add_argument("--crash-at", help=argparse.SUPPRESS)  # test hook: hard exit at a named step
     add_watch_options(cmd)
     add_now(cmd)
     add_db_option(cmd)

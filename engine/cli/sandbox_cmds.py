@@ -126,11 +126,16 @@ def cmd_demo(args: argparse.Namespace, context: Context) -> int:
             update={"api_url": info.base_url, "api_key": SecretStr(info.api_key), "db_url": db_url}
         )
         err(f"simulator on {info.base_url} with {args.enrollments} enrollments of {policy.program_id}")
-        report = run_policy(policy, app, RunSettings(now=args.now), progress=progress_for(None, bars=True))
+        report = run_policy(
+            policy, app, RunSettings(now=args.now), progress=progress_for(None, bars=True),
+            checkpoint=context.checkpoint,
+        )  # fmt: skip
         out(render_decisions(report.decisions, policy, args.format))
         if args.live:
             settings = RunSettings(live=True, now=args.now)
-            live = run_policy(policy, app, settings, progress=progress_for(None, bars=True))
+            live = run_policy(
+                policy, app, settings, progress=progress_for(None, bars=True), checkpoint=context.checkpoint
+            )
             err(render_run_footer(live))
         else:
             err(render_run_footer(report))

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from engine.config import Settings
     from engine.policy.decision import Decision
     from engine.policy.document import Policy
+    from engine.runs.checkpoints import Checkpoint
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -110,9 +111,12 @@ SETTINGS_FLAGS = {
 @dataclass(frozen=True)
 class Context:
     """What a command runs with besides its arguments: the settings, built once from the
-    environment and the flags."""
+    environment and the flags, and the checkpoint that long commands (``run``, ``apply``,
+    ``review approve``, ``db prune``) call at each named step (``engine.runs.checkpoints``):
+    the one ``main`` was given, which does nothing unless a caller injects one."""
 
     settings: Settings
+    checkpoint: Checkpoint
 
 
 def load_settings(args: argparse.Namespace) -> Settings:

@@ -59,7 +59,6 @@ def add_db_prune(actions: Commands) -> None:
     prune.add_argument("--keep-applied", action=argparse.BooleanOptionalAction, default=True,
                        help="keep every row that recorded a change sent to the API (default)")  # fmt: skip
     prune.add_argument("--yes", action="store_true", help="do not ask before deleting (unattended)")
-    prune.add_argument("--crash-at", help=argparse.SUPPRESS)  # test hook: hard exit at a named step
     add_db_option(prune)
     prune.set_defaults(handler=cmd_db_prune)
 
@@ -106,7 +105,6 @@ def cmd_db_prune(args: argparse.Namespace, context: Context) -> int:
 
     from engine.bootstrap import open_store
     from engine.errors import InputError
-    from engine.runs.service import crash_checkpoint
     from engine.store.retention import prune, prune_counts
 
     cutoff = datetime.now(UTC) - timedelta(seconds=args.older_than)
@@ -124,9 +122,7 @@ def cmd_db_prune(args: argparse.Namespace, context: Context) -> int:
             if sys.stdin.readline().strip().lower() not in ("y", "yes"):
                 err("not confirmed: nothing was deleted")
                 return EXIT_USAGE
-        done = prune(
-            store.engine, cutoff, keep_applied=args.keep_applied, checkpoint=crash_checkpoint(args.crash_at)
-        )
+        done = prune(store.engine, cutoff, keep_applied=args.keep_applied, checkpoint=context.checkpoint)
     sizes = ""
     if done.bytes_before is not None and done.bytes_after is not None:
         sizes = f"; store {done.bytes_before / 1e6:.1f} MB -> {done.bytes_after / 1e6:.1f} MB"

@@ -30,6 +30,7 @@ from engine.policy.decision import Action, Decision, RuleTrace
 from engine.policy.document import Policy, load_policy_text
 from engine.policy.evaluator import Evaluator
 from engine.policy.facts import group_ids_of
+from engine.runs.checkpoints import Checkpoint, Step, no_checkpoint
 from engine.runs.patch import patch_is_applied
 from engine.runs.plans import (
     PlanChange,
@@ -138,6 +139,7 @@ class ReviewApplier:
         progress: ProgressCallback | None = None,
         stop: threading.Event | None = None,
         clock: Clock = utc_now,
+        checkpoint: Checkpoint = no_checkpoint,
     ) -> None:
         self.api = api
         self.store = store
@@ -146,6 +148,7 @@ class ReviewApplier:
         self.progress = progress
         self.stop = stop or threading.Event()
         self.clock = clock
+        self.checkpoint = checkpoint  # called at each named step (engine.runs.checkpoints)
         self._policies: dict[int, Policy] = {}
 
     # -- plans -------------------------------------------------------------------------
@@ -204,7 +207,7 @@ class ReviewApplier:
                 if plan.state == PlanState.SAVED:  # a resumed apply already passed the breakers
                     self._circuit_breakers(policy, plan.counts, len(to_send))
                 self.store.claim_plan(plan.id, run_id, by, fencing_token=token)
-                service.crash_point("after_claim")
+                self.checkpoint(Step.AFTER_CLAIM)
                 self._create_groups(plan.program_id, to_send, report, service)
                 check = self._drift_check({r.id: (r, policy) for r in records.values()})
                 service.send_changes(to_send, check, report.change_states, token, lock)
@@ -254,7 +257,7 @@ class ReviewApplier:
             with self._finishing(report, token):
                 waiting = [i for i, r in current.items() if r.change_state == ChangeState.AWAITING_APPROVAL]
                 self.store.approve(waiting, by, fencing_token=token)
-                service.crash_point("after_approval")
+                self.checkpoint(Step.AFTER_APPROVAL)
                 changes = list(self.store.changes_by_id(ids))
                 self._create_groups(program, changes, report, service)
                 planned = {
@@ -296,7 +299,10 @@ class ReviewApplier:
         return self._policies[policy_version_id]
 
     def _service(self, policy: Policy) -> RunService:
-        return RunService(policy, self.api, self.store, self.settings, progress=self.progress, stop=self.stop)
+        return RunService(
+            policy, self.api, self.store, self.settings,
+            progress=self.progress, stop=self.stop, checkpoint=self.checkpoint,
+        )  # fmt: skip
 
     def _start(
         self,
@@ -376,7 +382,7 @@ class ReviewApplier:
         for group_id in wanted:
             if group_id not in existing:
                 _group, created = self.api.ensure_group(program, group_id, group_id)
-                service.crash_point("after_group_create")
+                self.checkpoint(Step.AFTER_GROUP_CREATE)
                 if created:
                     report.created_groups.append(group_id)
 

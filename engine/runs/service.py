@@ -28,6 +28,7 @@ from engine.errors import ApiAuthError, ApiError, ApiRetryableError, Autoapprove
 from engine.policy.decision import Action, Decision
 from engine.policy.document import Policy
 from engine.policy.evaluator import Evaluator
+from engine.runs.checkpoints import Checkpoint, Step, no_checkpoint
 from engine.runs.digest import decision_digest
 from engine.runs.patch import patch_body, patch_is_applied
 from engine.runs.ports import DecisionStore, FlipApi, Outcome, PlannedChangeLike, ProgramLockLike
@@ -65,7 +66,6 @@ class RunSettings:
     concurrency: int = DEFAULT_CONCURRENCY
     recheck: bool = True  # re-read each enrollment right before changing it
     holder: str = field(default_factory=default_holder)
-    crash_at: str | None = None  # test hook: hard exit at a named step ("in_flight", "in_flight:3")
     plan: bool = False  # save the changes as a plan (``autoapprove plan``); sends nothing
     api_url: str = ""  # where the API is: recorded with a plan, checked when it is applied
 
@@ -102,30 +102,6 @@ class _LeaseKeeper:
             yield item
 
 
-class _CrashHook:
-    """Hard-exits the process at a named step: how the crash tests kill a run mid-step."""
-
-    def __init__(self, spec: str | None) -> None:
-        name, _, nth = (spec or "").partition(":")
-        self.name = name
-        self.nth = int(nth) if nth.isdigit() else 1
-        self.seen = 0
-        self.lock = threading.Lock()
-
-    def __call__(self, step: str) -> None:
-        if step != self.name:
-            return
-        with self.lock:
-            self.seen += 1
-            if self.seen == self.nth:
-                os._exit(137)
-
-
-def crash_checkpoint(spec: str | None) -> Callable[[str], None]:
-    """The crash-test hook for other long commands (``db prune``): hard exit at a named step."""
-    return _CrashHook(spec)
-
-
 class RunService:
     """Runs one policy against one program through an API and a store (both injected)."""
 
@@ -143,6 +119,7 @@ class RunService:
         clock: Clock = time.monotonic,
         on_finish: Callable[[RunReport], None] | None = None,
         on_decision: Callable[[Decision], None] | None = None,
+        checkpoint: Checkpoint = no_checkpoint,
     ) -> None:
         self.policy = policy
         self.api = api
@@ -158,7 +135,7 @@ class RunService:
         self._version_id = 0
         self._lock_factory = lock_factory
         self._on_evaluated = on_evaluated
-        self.crash_point = _CrashHook(settings.crash_at)
+        self.checkpoint = checkpoint  # called at each named step (engine.runs.checkpoints)
         self._clock = clock
         self._lease = _LeaseKeeper(None, clock)
         self._for_review: set[str] = set()  # enrollments whose change waits for (or was refused by) a person
@@ -197,7 +174,7 @@ class RunService:
                 report.recovered = self._reconcile(program, run_id, token)
             with self._list_and_evaluate(program, report) as decided:
                 self._store_decisions(run_id, program, decided, token)
-            self.crash_point("after_planning")
+            self.checkpoint(Step.AFTER_PLANNING)
             self._find_missing_groups(program, report)
             if self.settings.live:
                 self._apply(run_id, report, token)
@@ -324,7 +301,7 @@ class RunService:
         # safety limit stops must not write anything, a new group included.
         for group_id in report.missing_groups:
             _group, created = self.api.ensure_group(program, group_id, group_id)
-            self.crash_point("after_group_create")
+            self.checkpoint(Step.AFTER_GROUP_CREATE)
             if created:
                 report.created_groups.append(group_id)
 
@@ -413,7 +390,7 @@ class RunService:
         report.awaiting_approval = queue.waiting
         if queue.waiting:
             report.change_states[ChangeState.AWAITING_APPROVAL] += queue.waiting
-        self.crash_point("after_queueing")
+        self.checkpoint(Step.AFTER_QUEUEING)
         self._for_review = queue.not_sent()
         return [change for change in planned if change.enrollment_id not in self._for_review]
 
@@ -610,7 +587,7 @@ class _Applier:
         return self.patch(change)
 
     def patch(self, change: PlannedChangeLike) -> Outcome:
-        self.service.crash_point(ChangeState.IN_FLIGHT)  # the step right before its PATCH
+        self.service.checkpoint(Step.IN_FLIGHT)  # the step right before its PATCH
         try:
             self.service.api.update_enrollment(change.enrollment_id, change.body)
         except ApiAuthError as exc:
@@ -618,7 +595,7 @@ class _Applier:
             return self.failure(change, exc, ChangeState.FAILED_RETRYABLE, self.http_attempts())
         except ApiError as exc:
             return self.failure(change, exc, _failure_state(exc), self.http_attempts())
-        self.service.crash_point("after_patch")
+        self.service.checkpoint(Step.AFTER_PATCH)
         return Outcome(change.decision_id, ChangeState.APPLIED, attempts=self.http_attempts())
 
     def http_attempts(self) -> int | None:

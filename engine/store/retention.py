@@ -19,13 +19,14 @@ the job. Runs go once none of their decisions is left, then policy versions no r
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Engine, Select, delete, exists, func, select
 from sqlalchemy.engine import Connection
 
+from engine.runs.checkpoints import Checkpoint, Step, no_checkpoint
 from engine.runs.states import APPLIED_STATES, ChangeState, RunOutcome
 from engine.store.locks import database_errors, write_transaction
 from engine.store.schema import DecisionRow, PlanRow, PolicyVersionRow, RunRow
@@ -37,7 +38,6 @@ _KEPT_STATES = (
     ChangeState.PLANNED, ChangeState.IN_FLIGHT, ChangeState.FAILED_RETRYABLE, ChangeState.DEFERRED,
     ChangeState.HELD, ChangeState.AWAITING_APPROVAL, ChangeState.REFUSED,
 )  # fmt: skip
-Checkpoint = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def _delete_in_batches(engine: Engine, ids: Sequence[int], checkpoint: Checkpoin
         batch = ids[start : start + BATCH]
         with write_transaction(engine) as connection:
             connection.execute(delete(DecisionRow).where(DecisionRow.id.in_(batch)))
-        checkpoint("prune_batch")
+        checkpoint(Step.PRUNE_BATCH)
 
 
 def prune(
@@ -143,20 +143,19 @@ def prune(
     *,
     keep_applied: bool = True,
     reclaim: bool = True,
-    checkpoint: Checkpoint | None = None,
+    checkpoint: Checkpoint = no_checkpoint,
 ) -> PruneCounts:
     """Delete what the module docstring allows from before ``cutoff``; what went, and sizes."""
-    step = checkpoint or (lambda _name: None)
     before = _size(engine)
     with database_errors("could not prune the store"):
         with engine.connect() as connection:
             doomed = _doomed_decisions(connection, cutoff, keep_applied)
-        _delete_in_batches(engine, doomed, step)
+        _delete_in_batches(engine, doomed, checkpoint)
         with write_transaction(engine) as connection:
             runs = connection.execute(delete(RunRow).where(RunRow.id.in_(_empty_old_runs(cutoff)))).rowcount
             unused = delete(PolicyVersionRow).where(PolicyVersionRow.id.in_(_unused_versions()))
             versions = connection.execute(unused).rowcount
-        step("prune_runs")
+        checkpoint(Step.PRUNE_RUNS)
         if reclaim:
             _reclaim(engine)
     return PruneCounts(len(doomed), int(runs or 0), int(versions or 0), before, _size(engine))

@@ -1,16 +1,18 @@
 """Fixtures of the safety suite: crashes, faults, concurrent runs and hostile policies.
 
 The simulator runs in this process (a thread on a free loopback port), so it outlives the
-runs it serves; the product runs as a subprocess (``cli.py run``), so its crash hook
-(``--crash-at STEP``, ``os._exit(137)``) kills a real process at a named step. Stores are
+runs it serves; the product runs as a subprocess (``cli.py run``), and a killed run as
+``tests/crashing_cli.py STEP run ...``: the real CLI with a checkpoint injected that hard-exits
+(``os._exit(137)``) at a named step, a real process killed there. Stores are
 SQLite files in ``tmp_path`` and, when ``AUTOAPPROVE_TEST_POSTGRES_URL`` is set, a fresh
 PostgreSQL database per test (dropped afterwards); PostgreSQL tests skip visibly otherwise.
 
-Time passing: the CLI takes its program lock with a 300 s lease and offers no setting for
-it, so on SQLite a killed run's lease stands for five minutes. ``Product.let_lease_expire``
-moves that lease's expiry into the past, which is exactly what the next run observes once
-the TTL has gone by (it compares ``expires_at`` with its clock). PostgreSQL needs no such
-step: the server frees a dead session's advisory lock at once.
+Time passing: the CLI takes its program lock with a 300 s lease (the default of
+``--lock-ttl``, which these runs keep), so on SQLite a killed run's lease stands for five
+minutes. ``Product.let_lease_expire`` moves that lease's expiry into the past, which is
+exactly what the next run observes once the TTL has gone by (it compares ``expires_at``
+with its clock). PostgreSQL needs no such step: the server frees a dead session's advisory
+lock at once.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 import pytest
 from cli_process import REPO_ROOT, CliResult, run_cli
+from crashing_cli import CRASH_EXIT, crashing_entry
 from postgres_databases import fresh_postgres_database
 from sqlalchemy import func, select, update
 
@@ -46,7 +49,6 @@ TX_RULES = REPO_ROOT / "rules" / "tx_residential_battery.yaml"
 PROGRAM = TX_BATTERY_PROGRAM
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 NOW_ARG = "2026-11-25T00:00:00Z"
-CRASH_EXIT = 137
 EXIT_LOCKED = 4
 NEW_GROUP = "WINTER_PILOT_2026"
 
@@ -170,19 +172,19 @@ class Product:
     def policy(self) -> Policy:
         return load_policy(self.policy_path)
 
-    def run_args(self, *, live: bool = True, crash_at: str | None = None) -> list[str]:
+    def run_args(self, *, live: bool = True) -> list[str]:
         args = ["run", "--rules", str(self.policy_path), "--now", NOW_ARG, "--db", self.db_url]
         args += ["--format", "json"]
         if live:
             args += ["--live", "--yes"]
-        if crash_at:
-            args += ["--crash-at", crash_at]
         return args
 
     def run(self, *, crash_at: str | None = None, live: bool = True) -> CliResult:
-        """A CLI run. A killed run (exit 137) is counted as a kill; ``let_lease_expire``
-        follows it so that the next run is not refused for the dead run's lease."""
-        result = run_cli(self.run_args(live=live, crash_at=crash_at), self.env, timeout=240.0)
+        """A CLI run, killed at the step ``crash_at`` names (``in_flight:3``: the third time)
+        if given. A killed run (exit 137) is counted as a kill; ``let_lease_expire`` follows
+        it so that the next run is not refused for the dead run's lease."""
+        entry = crashing_entry(crash_at) if crash_at else None
+        result = run_cli(self.run_args(live=live), self.env, entry=entry, timeout=240.0)
         self.runs += 1
         self.log.append(f"run crash_at={crash_at} -> exit {result.code} in {result.seconds:.1f}s")
         if result.code == CRASH_EXIT:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from cli_process import CLI, REPO_ROOT, cli_environment, run_cli
+from crashing_cli import crashing_entry
 from sqlalchemy import select
 
 from engine.errors import LockHeldError
@@ -252,7 +253,7 @@ def test_after_a_crash_on_sqlite_the_next_cli_run_takes_over_the_dead_holders_le
     """The lease names its holder as host:pid; when that process is gone from this host the
     next run takes the lease at once instead of waiting 300 s for it to expire."""
     product = make_product("sqlite", count=40)
-    killed = run_cli(product.run_args(crash_at="in_flight"), product.env)
+    killed = run_cli(product.run_args(), product.env, entry=crashing_entry("in_flight"))
     assert killed.code == CRASH_EXIT
     again = run_cli(product.run_args(), product.env)
     assert again.code == 0, again.stderr[-800:]
@@ -273,8 +274,10 @@ def test_a_live_holder_on_this_host_is_never_taken_over(tmp_path: Path) -> None:
 
 _LIBRARY_RUN = textwrap.dedent(
     """
-    import os, sys
+    import sys
     from datetime import datetime, UTC
+    sys.path.insert(0, "tests")
+    from crashing_cli import CrashAt
     from engine.bootstrap import run_policy
     from engine.config import Settings
     from engine.policy.document import load_policy
@@ -283,8 +286,8 @@ _LIBRARY_RUN = textwrap.dedent(
     policy_path, db_url, ttl, crash_at, holder = sys.argv[1:6]
     config = Settings.load(db_url=db_url, lock_ttl_s=float(ttl))
     now = datetime(2026, 11, 25, tzinfo=UTC)
-    settings = RunSettings(live=True, now=now, crash_at=crash_at, holder=holder)
-    run_policy(load_policy(policy_path), config, settings)
+    settings = RunSettings(live=True, now=now, holder=holder)
+    run_policy(load_policy(policy_path), config, settings, checkpoint=CrashAt(crash_at))
     """
 )
 
@@ -324,7 +327,7 @@ def test_a_killed_runs_short_lease_runs_out_and_the_next_run_succeeds_on_sqlite(
 @pytest.mark.postgres
 def test_a_killed_run_does_not_block_the_next_run_on_postgresql(make_product: Callable[..., Product]) -> None:
     product = make_product("postgresql", count=60)
-    killed = run_cli(product.run_args(crash_at="after_patch:3"), product.env)
+    killed = run_cli(product.run_args(), product.env, entry=crashing_entry("after_patch:3"))
     assert killed.code == CRASH_EXIT, killed.stderr[-800:]
     again = run_cli(product.run_args(), product.env)  # at once: no lease to wait out
     assert again.code == 0, again.stderr[-800:]

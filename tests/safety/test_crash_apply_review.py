@@ -1,6 +1,7 @@
 """``apply`` and ``review approve`` killed at any step are finished by running them again.
 
-Each test kills a real CLI process at a named step (``--crash-at``: a hard exit, no cleanup),
+Each test kills a real CLI process at a named step (``tests/crashing_cli.py``: a hard exit,
+no cleanup),
 then runs the same command again and checks: every change ends applied, stale or failed
 with its reason (none left planned or in flight); no enrollment was changed by two PATCHes;
 and a plan never applies twice (a third ``apply`` is refused).
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 from cli_process import run_cli
+from crashing_cli import crashing_entry
 from sqlalchemy import select
 
 from engine.store.schema import DecisionRow
@@ -35,8 +37,9 @@ APPROVE_STEPS = ["after_approval", "in_flight", "after_patch", "in_flight:2"]
 REVIEW = "review:\n  require_approval: [REJECTED]\nlimits:"
 
 
-def cli(product: Product, *args: str) -> Any:
-    result = run_cli([*args, "--db", product.db_url], product.env)
+def cli(product: Product, *args: str, crash_at: str | None = None) -> Any:
+    entry = crashing_entry(crash_at) if crash_at else None
+    result = run_cli([*args, "--db", product.db_url], product.env, entry=entry)
     product.runs += 1
     if result.code == CRASH_EXIT:
         product.kills += 1
@@ -78,7 +81,7 @@ def _apply_killed_then_finished(product: Product, step: str) -> None:
     assert planned.code == 0, planned.stderr
     changes = plan_changes(product)
     assert len(changes) > 6
-    killed = cli(product, "apply", "1", "--yes", "--crash-at", step)
+    killed = cli(product, "apply", "1", "--yes", crash_at=step)
     assert killed.code == CRASH_EXIT, f"not killed at {step}: {killed.stderr[-800:]}"
     again = cli(product, "apply", "1", "--yes")
     assert again.code == 0, again.stderr[-1500:]
@@ -111,7 +114,7 @@ def _approve_killed_then_finished(product: Product, step: str) -> None:
     with open_store(product.db_url) as store:
         waiting = {r.decision_id: (r.enrollment_id, r.body) for r in store.review_queue()}
     assert len(waiting) >= 2, "the test data needs rejections to approve"
-    killed = cli(product, "review", "approve", "--all", "--by", "bob", "--yes", "--crash-at", step)
+    killed = cli(product, "review", "approve", "--all", "--by", "bob", "--yes", crash_at=step)
     assert killed.code == CRASH_EXIT, f"not killed at {step}: {killed.stderr[-800:]}"
     again = cli(product, "review", "approve", "--all", "--by", "bob", "--yes")
     assert again.code == 0, again.stderr[-1500:]

@@ -1,7 +1,8 @@
 """A live run killed at any step is finished by the next run: nothing twice, nothing lost.
 
-Each test kills a real ``cli.py run --live`` process at a named step (``--crash-at``, a hard
-``os._exit(137)``: no ``finally``, no rollback, no goodbye) while the simulator lives on in
+Each test kills a real ``cli.py run --live`` process at a named step (``tests/crashing_cli.py``:
+the real CLI with a checkpoint that calls ``os._exit(137)``: no ``finally``, no rollback, no
+goodbye) while the simulator lives on in
 this process, then runs again and checks the invariants of ``conftest.assert_converged``.
 """
 

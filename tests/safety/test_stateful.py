@@ -4,7 +4,7 @@ One simulator and one SQLite store per example (made in the machine's ``initiali
 Steps: a person edits enrollments in the "dashboard" (status, battery), the policy file is
 switched between three small policies, runs go dry or live with faults on or off (in this
 process, through ``engine.bootstrap.run_policy``), and live runs are killed at a named step
-in a ``cli.py run --crash-at`` subprocess (the next live run is the restart). The kill step
+in a ``tests/crashing_cli.py STEP run`` subprocess (the next live run is the restart). The kill step
 is picked among those the run will reach (from the changes the policy needs now), so every
 killed run really dies; a faulty run may fail only with the API errors faults cause.
 
@@ -231,7 +231,7 @@ class RunsCrashesAndEdits(RuleBasedStateMachine):
     @rule(kind=st.sampled_from(["after_planning", "in_flight", "after_patch", "after_group_create"]),
           nth=st.integers(1, 2))  # fmt: skip
     def killed_run(self, kind: str, nth: int) -> None:
-        """A ``cli.py run --live --crash-at`` subprocess killed at a step it reaches."""
+        """A ``crashing_cli.py STEP run --live`` subprocess killed at a step it reaches."""
         expire_leases(self.world.db_url)
         crash_at = self._reachable(kind, nth)
         result = self.world.run(crash_at=crash_at)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from cli_process import run_cli
+from crashing_cli import CRASH_EXIT, crashing_entry
 from sqlalchemy import Engine, func, select
 
 from engine.runs.ports import Outcome
@@ -133,8 +134,8 @@ def test_a_prune_killed_mid_way_leaves_a_consistent_store(
     assert before["rows"] == 5010
     db = url_of(store_engine)
     command = ["db", "prune", "--older-than", "30d", "--yes", "--db", db]
-    killed = run_cli([*command, "--crash-at", "prune_batch:1"], timeout=120, stdin=subprocess.DEVNULL)
-    assert killed.code == 137, killed.stderr
+    killed = run_cli(command, entry=crashing_entry("prune_batch:1"), timeout=120, stdin=subprocess.DEVNULL)
+    assert killed.code == CRASH_EXIT, killed.stderr
     middle = many_old_rows()
     assert before["rows"] > middle["rows"] > 2500  # one batch went, not all of them
     assert middle["latest"] == before["latest"]  # every enrollment still has its latest decision

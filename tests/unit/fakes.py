@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from engine.errors import LockHeldError, StoreError
 from engine.policy.decision import Action, Decision
 from engine.policy.document import Policy
+from engine.runs.checkpoints import Checkpoint, no_checkpoint
 from engine.runs.digest import decision_digest
 from engine.runs.patch import planned_body
 from engine.runs.ports import DecisionStore, FlipApi, Outcome, ProgramLockLike
@@ -617,6 +618,7 @@ class Fakes:
         *,
         stop: threading.Event | None = None,
         progress: Callable[[str, int, int], None] | None = None,
+        checkpoint: Checkpoint = no_checkpoint,
         **settings: Any,
     ) -> RunService:
         settings.setdefault("now", datetime(2026, 11, 25, tzinfo=UTC))
@@ -630,6 +632,7 @@ class Fakes:
             stop=stop,
             progress=progress,
             clock=self.world.clock,
+            checkpoint=checkpoint,
         )
 
 

@@ -13,6 +13,7 @@ from engine.errors import ApiAuthError, ApiError, ApiRetryableError, LockHeldErr
 from engine.policy.document import Policy, load_policy_text
 from engine.policy.evaluator import Evaluator
 from engine.render.text import render_run_footer
+from engine.runs.checkpoints import Step
 from engine.runs.report import HeldChange
 from engine.runs.states import ChangeState, RunMode, RunOutcome, Stage
 
@@ -99,6 +100,39 @@ def test_a_live_run_creates_the_group_then_applies_every_change() -> None:
         {ChangeState.APPLIED: 3},
         1,
     )
+
+
+def test_the_checkpoint_is_called_at_each_step_of_a_live_run_in_order() -> None:
+    """The named steps the crash tests kill a run at, each reached where its name says."""
+    fakes = Fakes.of([*approvals(2), enrollment("enr-3", state="OK")])
+    seen: list[tuple[Step, int]] = []
+
+    def checkpoint(step: Step) -> None:
+        seen.append((step, len(fakes.api.patches)))  # how many PATCHes were sent by then
+
+    fakes.service(policy(), live=True, concurrency=1, checkpoint=checkpoint).run()
+
+    assert seen == [
+        (Step.AFTER_PLANNING, 0),
+        (Step.AFTER_QUEUEING, 0),
+        (Step.AFTER_GROUP_CREATE, 0),
+        (Step.IN_FLIGHT, 0),
+        (Step.AFTER_PATCH, 1),
+        (Step.IN_FLIGHT, 1),
+        (Step.AFTER_PATCH, 2),
+        (Step.IN_FLIGHT, 2),
+        (Step.AFTER_PATCH, 3),
+    ]
+    assert fakes.world.calls.index(("ensure_group", "PILOT")) < fakes.world.calls.index(("patch", "enr-1"))
+
+
+def test_a_dry_run_reaches_only_the_planning_checkpoint() -> None:
+    fakes = Fakes.of(approvals(2))
+    seen: list[Step] = []
+
+    fakes.service(policy(), checkpoint=seen.append).run()
+
+    assert seen == [Step.AFTER_PLANNING]
 
 
 def test_a_dry_run_sends_nothing_and_takes_no_lock() -> None:
