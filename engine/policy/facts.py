@@ -19,7 +19,7 @@ import marshal
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from engine.policy.logic import parse_date
@@ -143,10 +143,10 @@ class FactsBuilder:
     """Turns raw enrollment dicts into facts for one run's fixed ``now``."""
 
     def __init__(self, now: datetime, plan: FactsPlan | None = None) -> None:
-        self.now = now
         self.now_iso = now.strftime("%Y-%m-%dT%H:%M:%SZ")
         self.today = now.date()
         self.plan = plan or FactsPlan()
+        self._conversions: Conversions = {}
 
     def build(self, raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """Return ``(facts, warnings)`` for one enrollment. Never raises on odd data."""
@@ -161,7 +161,8 @@ class FactsBuilder:
         devices = [self._device(d) for d in raw_devices] if plan.full or plan.device_age else raw_devices
         facts["devices"] = devices
         names = None if plan.full else plan.program_names
-        facts["program"] = program_attributes(raw.get("program_specific_attributes"), warnings, names)
+        attributes = raw.get("program_specific_attributes")
+        facts["program"] = program_attributes(attributes, warnings, names, self._conversions)
         keys = None if plan.full else plan.totals_keys
         facts["totals"] = device_totals(devices, warnings, keys)
         facts["now"] = self.now_iso
@@ -187,8 +188,21 @@ def group_ids_of(site: Any) -> list[str]:
     return ids
 
 
-def program_attributes(raw: Any, warnings: list[str], names: frozenset[str] | None = None) -> dict[str, Any]:
-    """Program-specific attributes by name (only ``names`` when given), converted by ``type``."""
+Conversions = dict[tuple[str, str], Any]
+"""Text attribute values already converted, by ``(type, value)``: one per ``FactsBuilder``."""
+_CONVERSIONS_MAX = 50_000  # programs repeat the same few answers: yes/no, tariffs, dates
+_NOT_CONVERTED = object()
+
+
+def program_attributes(
+    raw: Any, warnings: list[str], names: frozenset[str] | None = None, memo: Conversions | None = None
+) -> dict[str, Any]:
+    """Program-specific attributes by name (only ``names`` when given), converted by ``type``.
+
+    ``memo`` keeps the conversions of text values from one call to the next (a run's
+    ``FactsBuilder`` keeps one, so each run and each test starts from an empty one).
+    """
+    memo = {} if memo is None else memo
     result: dict[str, Any] = {}
     for attribute in _as_list(raw):
         if not isinstance(attribute, dict) or not isinstance(attribute.get("name"), str):
@@ -198,27 +212,23 @@ def program_attributes(raw: Any, warnings: list[str], names: frozenset[str] | No
             continue
         kind = attribute.get("type") or "string"
         value = attribute.get("value")
-        converted = _converted(kind, value)
+        converted = _converted(kind, value, memo)
         if converted is None and value not in (None, ""):
             warnings.append(f"program.{name}: {value!r} is not a valid {str(kind).lower()}; treated as null")
         result[name] = converted
     return result
 
 
-_CONVERTED: dict[tuple[str, str], Any] = {}
-_CONVERTED_MAX = 50_000  # programs repeat the same few answers: yes/no, tariffs, dates
-
-
-def _converted(kind: Any, value: Any) -> Any:
+def _converted(kind: Any, value: Any, memo: Conversions) -> Any:
     """``convert_attribute`` memoized for text values (the common case)."""
     if not isinstance(kind, str) or not isinstance(value, str):
         return convert_attribute(str(kind).lower(), value)
     key = (kind, value)
-    found = _CONVERTED.get(key, _CONVERTED)
-    if found is _CONVERTED:
+    found = memo.get(key, _NOT_CONVERTED)
+    if found is _NOT_CONVERTED:
         found = convert_attribute(kind.lower(), value)
-        if len(_CONVERTED) < _CONVERTED_MAX:
-            _CONVERTED[key] = found
+        if len(memo) < _CONVERSIONS_MAX:
+            memo[key] = found
     return found
 
 
@@ -234,8 +244,8 @@ def convert_attribute(kind: str, value: Any) -> Any:
             return None
         return int(number) if number is not None and kind in ("integer", "int") else number
     if kind == "date":
-        parsed = parse_date(value) if isinstance(value, str) else None
-        return parsed.isoformat() if isinstance(parsed, date) else None
+        parsed = parse_date(value)
+        return None if parsed is None else parsed.isoformat()
     return value if isinstance(value, str) else json.dumps(value)
 
 

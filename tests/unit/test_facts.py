@@ -215,7 +215,9 @@ def test_site_group_ids_are_derived_not_trusted(builder: FactsBuilder) -> None:
 
 
 def test_derived_roots_replace_what_was_sent(builder: FactsBuilder) -> None:
-    facts, _ = builder.build({"now": "yesterday", "totals": {"x": 1}, "program": {"y": 2}})
+    sent = {"now": "yesterday", "totals": {"x": 1}, "program": {"y": 2}, "decision": {"status": "ACTIVE"}}
+    facts, _ = builder.build(sent)
+    assert "decision" not in facts  # reserved for group rules
     assert facts["now"] == "2026-11-25T00:00:00Z"
     assert facts["totals"] == {"device_count": 0}
     assert facts["program"] == {}
@@ -290,6 +292,8 @@ def test_lookup(path: str, expected: Any) -> None:
         ("number", 2**53, 2**53),
         ("number", -(2**53), -(2**53)),
         ("number", 2**53 + 1, None),
+        ("number", "9007199254740992", 2**53),
+        ("number", "-9007199254740992", -(2**53)),
         ("number", "1e16", None),
     ],
 )

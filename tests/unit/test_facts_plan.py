@@ -117,3 +117,54 @@ def test_reading_a_whole_device_builds_whole_devices() -> None:
 
 def test_missing_some_without_a_key_list_reads_nothing() -> None:
     assert plan_of('{"!!": [{"missing_some": [1]}]}') == narrow()
+
+
+def planned(**fields: object) -> FactsPlan:
+    """A plan of exactly the fields named (no reason templates)."""
+    return FactsPlan(full=False, device_age=False, **fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("reads", "expected"),
+    [
+        ([("program.tariff.code", None)], planned(program_names=frozenset({"tariff"}))),
+        ([("site.groups.0.id", None), ("site.group_ids", None)], planned(site_keys=("groups",))),
+        (
+            [("status_reason", None), ("now", None), ("decision.status", None)],
+            planned(top_keys=("status_reason",)),
+        ),
+        ([("program", None)], FactsPlan()),
+        ([("totals", None)], FactsPlan()),
+        ([("site", None)], FactsPlan()),
+        ([("", None)], FactsPlan()),
+        ([("code", "program.list")], planned()),
+        ([("code", "?")], FactsPlan()),
+        ([("devices", None)], planned(device_whole=True)),
+        ([("devices.0.type", None)], planned(device_fields=("type",))),
+        ([("devices.0.attributes.cap", None)], planned(device_fields=("attributes.cap",))),
+        ([("devices.last.type", None)], planned(device_whole=True)),
+        ([("devices", None), ("type", "devices")], planned(device_fields=("type",))),
+        ([("configuration.mode", "devices")], planned(device_fields=("configuration.mode",))),
+        ([("manufacturer.name.short", "devices")], planned(device_fields=("manufacturer",))),
+    ],
+    ids=[
+        "program-name-is-the-first-part",
+        "site-key-is-the-first-part",
+        "top-keys-but-now-and-decision",
+        "whole-program",
+        "whole-totals",
+        "whole-site",
+        "whole-enrollment",
+        "inside-a-read-collection",
+        "inside-a-computed-collection",
+        "the-device-list",
+        "one-device-field",
+        "one-device-attribute",
+        "a-device-by-a-name-not-an-index",
+        "device-list-and-fields",
+        "a-device-configuration-path",
+        "a-nested-device-field",
+    ],
+)
+def test_reads_to_plan(reads: list[tuple[str, str | None]], expected: FactsPlan) -> None:
+    assert FactsPlan.from_reads(reads) == expected
