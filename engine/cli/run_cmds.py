@@ -137,9 +137,9 @@ def html_report(path: Path | None, make: Callable[[TextIO], Page]) -> Iterator[P
     from engine.errors import InputError
 
     if path is None:
-        page = make(sys.stdout)
-        yield page
-        page.close()
+        with _abandoned_on_error(make(sys.stdout)) as page:
+            yield page
+            page.close()
         return
     partial = path.with_name(f"{path.name}.tmp")
     try:
@@ -147,8 +147,7 @@ def html_report(path: Path | None, make: Callable[[TextIO], Page]) -> Iterator[P
     except OSError as exc:
         raise InputError(f"{path}: cannot write the output: {exc.strerror or exc}") from exc
     try:
-        with stream:
-            page = make(stream)
+        with stream, _abandoned_on_error(make(stream)) as page:
             yield page
             page.close()
         os.replace(partial, path)
@@ -156,3 +155,12 @@ def html_report(path: Path | None, make: Callable[[TextIO], Page]) -> Iterator[P
         partial.unlink(missing_ok=True)
         raise
     err(f"wrote {path}")
+
+
+@contextmanager
+def _abandoned_on_error(page: Page) -> Iterator[Page]:
+    try:
+        yield page
+    except BaseException:
+        page.abandon()
+        raise

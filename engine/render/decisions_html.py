@@ -451,3 +451,7 @@ class HtmlWriter:
 
     def close(self) -> None:
         self._page.close(title=self.context.title, facts=self.facts(), cards=self.cards(), notes=self.notes)
+
+    def abandon(self) -> None:
+        """Stop without finishing the page (the run failed)."""
+        self._page.abandon()

@@ -40,7 +40,7 @@ Building a page (every command's report is one of these; plain data in, a string
 
 The file of a written page: the head (styles, the Content-Security-Policy), the table's frame
 and its columns (``report-table``), the rows in chunks of 1,000 (``report-rows`` blocks, each
-with the strings its rows are the first to use), then the notes, cards and header (written
+with the strings its rows are the first to use, sorted), then the notes, cards and header (written
 last because a run's numbers are known at its end; CSS shows them on top and the script moves
 them first in the document), the script, and the explanations (``report-details`` chunks,
 after the script so the rows show before they are read). While a page is written, its
@@ -283,9 +283,13 @@ class PageWriter:
         self._details = DetailTable(window=recent)
         # Filter columns keep every value (a filter lists each once; there are few); the others
         # only the recent ones (an id column has a new value on every row).
-        self._ids = [RecentIds(None if column.filter else recent) for column in self._columns]
-        self._new: list[list[str]] = [[] for _ in self._columns]
-        self._cells: list[int | float | None] = []
+        self._chunk: list[_TextCells | _NumberCells] = [
+            _NumberCells()
+            if column.sort == "number"
+            else _TextCells(RecentIds(None if column.filter else recent))
+            for column in self._columns
+        ]
+        self._detail_ids: list[int] = []
         self._chunk_rows = 0
         self._spool: TextIO | None = None
         self._started = False
@@ -295,22 +299,9 @@ class PageWriter:
         if self.table is None:
             raise ValueError("this page has no table")
         self._start()
-        out = self._cells
-        for index, column in enumerate(self._columns):
-            value = cells.get(column.key)
-            if column.sort == "number":
-                out.append(value if _is_number(value) else None)
-            elif value is None:
-                out.append(-1)
-            else:
-                text = str(value)
-                ids = self._ids[index]
-                found = ids.get(text)
-                if found is None:
-                    found = ids.add(text)
-                    self._new[index].append(text)
-                out.append(found)
-        out.append(self._detail_id(detail))
+        for column, values in zip(self._columns, self._chunk, strict=True):
+            values.add(cells.get(column.key))
+        self._detail_ids.append(self._detail_id(detail))
         self.rows += 1
         self._chunk_rows += 1
         if self._chunk_rows >= self._rows_per_chunk:
@@ -333,6 +324,12 @@ class PageWriter:
         self._write_details()
         self.stream.write(_template().render(part="end"))
         self.stream.flush()
+
+    def abandon(self) -> None:
+        """Stop without finishing the page (the run failed): its temporary file goes."""
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
 
     def _start(self) -> None:
         if self._started:
@@ -358,10 +355,12 @@ class PageWriter:
         return found
 
     def _write_rows(self) -> None:
-        chunk = script_json({"strings": self._new, "cells": self._cells})
+        flushed = [values.flush() for values in self._chunk]
+        columns = [cells for _strings, cells in flushed]
+        cells = [cell for row in zip(*columns, self._detail_ids, strict=True) for cell in row]
+        chunk = script_json({"strings": [strings for strings, _cells in flushed], "cells": cells})
         self.stream.write(f'<script type="application/json" class="report-rows">{chunk}</script>\n')
-        self._new = [[] for _ in self._columns]
-        self._cells = []
+        self._detail_ids = []
         self._chunk_rows = 0
 
     def _spool_details(self) -> None:
@@ -387,6 +386,53 @@ class PageWriter:
         finally:
             self._spool.close()
             self._spool = None
+
+
+class _TextCells:
+    """A text column's cells of the chunk being written. At the end of the chunk, the strings
+    its rows are the first to use get their ids in sort order (case-insensitive, then by code),
+    so each chunk's new strings are a sorted run: the page sorts a column by merging them."""
+
+    __slots__ = ("ids", "values")
+
+    def __init__(self, ids: RecentIds) -> None:
+        self.ids = ids
+        self.values: list[str | None] = []
+
+    def add(self, value: Cell) -> None:
+        self.values.append(None if value is None else str(value))
+
+    def flush(self) -> tuple[list[str], list[int]]:
+        known: dict[str, int] = {}
+        new: set[str] = set()
+        for text in self.values:
+            if text is not None and text not in known and text not in new:
+                found = self.ids.get(text)
+                if found is None:
+                    new.add(text)
+                else:
+                    known[text] = found
+        added = sorted(new, key=lambda text: (text.casefold(), text))
+        known.update((text, self.ids.add(text)) for text in added)
+        cells = [-1 if text is None else known[text] for text in self.values]
+        self.values = []
+        return added, cells
+
+
+class _NumberCells:
+    """A numeric column's cells of the chunk being written: numbers, or None."""
+
+    __slots__ = ("values",)
+
+    def __init__(self) -> None:
+        self.values: list[int | float | None] = []
+
+    def add(self, value: Cell) -> None:
+        self.values.append(value if _is_number(value) else None)
+
+    def flush(self) -> tuple[list[str], list[int | float | None]]:
+        values, self.values = self.values, []
+        return [], values
 
 
 def _details_block(chunk: dict[str, Any]) -> str:
@@ -506,7 +552,8 @@ def _table_frame(table: Table) -> dict[str, Any]:
     The rows come in chunks: each a flat array (``len(columns) + 1`` numbers per row, the last
     the detail id) and, per column, the strings its rows are the first to use; a text cell is
     an index into its column's strings joined across chunks (-1 for none), a numeric one a
-    number. The page sorts each column's strings once (case-insensitively) to sort the rows.
+    number. Each chunk's new strings are sorted (case-insensitively): the page sorts a column's
+    strings once, merging these runs, to sort the rows.
     """
     return {
         "columns": [

@@ -197,6 +197,7 @@
 
   // Each text column's strings in sort order (case-insensitive, then by code), made once per
   // column: order[i] is the i-th string, rank[id] its place (equal strings, equal places).
+  // Each chunk's new strings come sorted, so the sort mostly merges runs.
   function rankOf(col) {
     if (ranks[col]) return ranks[col];
     var list = strings[col], n = list.length, folded = new Array(n), order = new Array(n), i;
