@@ -23,8 +23,9 @@ from engine.runs.apply import ReviewApplier, plan_document
 from engine.runs.bases import load_base, parse_base
 from engine.runs.checkpoints import Checkpoint, no_checkpoint
 from engine.runs.plans import PlanDocument
+from engine.runs.ports import ProgressCallback
 from engine.runs.report import RunReport
-from engine.runs.service import EvaluatedCallback, ProgressCallback, RunService, RunSettings
+from engine.runs.service import EvaluatedCallback, RunService, RunSettings
 from engine.store import DecisionRecord, PolicyVersionRecord, ReviewRecord, Store
 from engine.store.applied import applied_statuses
 from engine.store.locks import ProgramLock, acquire_program_lock

@@ -9,18 +9,11 @@ from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
-import pytest
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENGINE = REPO_ROOT / "engine"
 HEAVY = ("pydantic", "yaml", "httpx", "sqlalchemy", "datalogic_py", "alembic")
 MAX_MODULE_LINES = 700
 MAX_CLASS_LINES = 300
-# Classes known to be over the limit, each for its owner to split. Strict: once a class is
-# small enough (or gone), its entry fails here until it is removed.
-KNOWN_LARGE_CLASSES = {
-    "engine/runs/service.py::RunService": "RunService (engine/runs/service.py) is over 300 lines",
-}
 
 
 def engine_modules() -> list[Path]:
@@ -122,19 +115,5 @@ def test_no_module_exceeds_700_lines() -> None:
 
 def test_no_class_exceeds_300_lines() -> None:
     _, classes = _sizes()
-    too_big = {
-        name: lines
-        for name, lines in classes.items()
-        if lines > MAX_CLASS_LINES and name not in KNOWN_LARGE_CLASSES
-    }
+    too_big = {name: lines for name, lines in classes.items() if lines > MAX_CLASS_LINES}
     assert too_big == {}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=reason))
-     for name, reason in KNOWN_LARGE_CLASSES.items()],
-)  # fmt: skip
-def test_known_large_class_is_split(name: str) -> None:
-    _, classes = _sizes()
-    assert classes.get(name, 0) <= MAX_CLASS_LINES

@@ -1,11 +1,11 @@
 """Applying what a person reviewed: a saved plan (``apply``) or approved changes (``review``).
 
-Both go through the run service's outbox exactly as a live run does (recorded first, marked
-in flight, outcome recorded; one run per program under its lock; throttled; recorded as a
-run of its own), with one difference: nothing is evaluated again. Each change is re-read
-right before its PATCH; if the enrollment drifted since it was planned (``updated_at``
-moved, or its status left the policy's ``applies_to``), it is not sent and is recorded
-``stale`` with what changed. Everything else goes out exactly as reviewed.
+Both go through the outbox exactly as a live run does (``engine.runs.sending``: recorded
+first, marked in flight, outcome recorded; one run per program under its lock; throttled;
+recorded as a run of its own), with one difference: nothing is evaluated again. Each change
+is re-read right before its PATCH; if the enrollment drifted since it was planned
+(``updated_at`` moved, or its status left the policy's ``applies_to``), it is not sent and
+is recorded ``stale`` with what changed. Everything else goes out exactly as reviewed.
 
 A plan applies at most once: each of its changes moves through the outbox once (a final
 state never moves again), and the plan is ``applied`` once every change has settled. An
@@ -31,6 +31,7 @@ from engine.policy.document import Policy, load_policy_text
 from engine.policy.evaluator import Evaluator
 from engine.policy.facts import group_ids_of
 from engine.runs.checkpoints import Checkpoint, Step, no_checkpoint
+from engine.runs.lease import LeaseKeeper
 from engine.runs.patch import patch_is_applied
 from engine.runs.plans import (
     PlanChange,
@@ -40,16 +41,18 @@ from engine.runs.plans import (
     StatusAndGroups,
     describe_drift,
 )
-from engine.runs.ports import FlipApi, Outcome, PlannedChangeLike, ProgramLockLike, ReviewStore
+from engine.runs.ports import (
+    FlipApi,
+    Outcome,
+    PlannedChangeLike,
+    ProgramLockLike,
+    ProgressCallback,
+    ReviewStore,
+)
 from engine.runs.records import DecisionRecord, PlanRecord, ReviewRecord, RunCounts
 from engine.runs.report import ApplyReport
-from engine.runs.service import (
-    INTERRUPTED_MESSAGE,
-    ChangeCheck,
-    ProgressCallback,
-    RunService,
-    RunSettings,
-)
+from engine.runs.sending import FOUND_APPLIED, ChangeCheck, ChangeSender
+from engine.runs.service import INTERRUPTED_MESSAGE, RunSettings
 from engine.runs.states import AMBIGUOUS_STATES, OPEN_STATES, ChangeState, PlanState, RunMode, RunOutcome
 
 __all__ = ["ApplyReport", "PlanRefused", "ReviewApplier", "ReviewStore", "plan_document"]
@@ -127,7 +130,7 @@ def _reads(trace: Iterable[RuleTrace]) -> dict[str, Any]:
 
 
 class ReviewApplier:
-    """Applies saved plans and approved changes through the run service's outbox."""
+    """Applies saved plans and approved changes through the outbox, as a live run sends."""
 
     def __init__(
         self,
@@ -199,7 +202,7 @@ class ReviewApplier:
                 plan.program_id, RunMode.APPLY, plan.policy_version_id, token, by=by, plan_id=plan.id
             )
             report = ApplyReport(run_id, plan.program_id, by, plan_id=plan.id)
-            service = self._service(policy)
+            sender = self._sender(lock, report)
             with self._finishing(report, token):
                 records = {r.id: r for r in self.store.run_changes(plan.run_id, OPEN_STATES)}
                 changes = list(self.store.changes_by_id(sorted(records)))
@@ -208,9 +211,8 @@ class ReviewApplier:
                     self._circuit_breakers(policy, plan.counts, len(to_send))
                 self.store.claim_plan(plan.id, run_id, by, fencing_token=token)
                 self.checkpoint(Step.AFTER_CLAIM)
-                self._create_groups(plan.program_id, to_send, report, service)
-                check = self._drift_check({r.id: (r, policy) for r in records.values()})
-                service.send_changes(to_send, check, report.change_states, token, lock)
+                self._create_groups(plan.program_id, to_send, report)
+                sender.send(to_send, self._drift_check({r.id: (r, policy) for r in records.values()}))
                 self._collect_stale(plan.run_id, records, report)
                 if not self.stop.is_set() and report.outcome == RunOutcome.COMPLETED:
                     self.store.finish_plan(plan.id, fencing_token=token)
@@ -252,14 +254,14 @@ class ReviewApplier:
             current = {r.decision_id: r for r in self.waiting_for(ids, program)}  # re-read under the lock
             run_id = self._start(program, RunMode.APPROVE, records[0].policy_version_id, token, by=by)
             report = ApplyReport(run_id, program, by)
-            first = self._policy(records[0].policy_version_id)
-            service = self._service(first)
+            self._policy(records[0].policy_version_id)  # no stored policy: refused before any step
+            sender = self._sender(lock, report)
             with self._finishing(report, token):
                 waiting = [i for i, r in current.items() if r.change_state == ChangeState.AWAITING_APPROVAL]
                 self.store.approve(waiting, by, fencing_token=token)
                 self.checkpoint(Step.AFTER_APPROVAL)
                 changes = list(self.store.changes_by_id(ids))
-                self._create_groups(program, changes, report, service)
+                self._create_groups(program, changes, report)
                 planned = {
                     r.decision_id: (
                         _decision(self.store, r.decision_id),
@@ -267,7 +269,7 @@ class ReviewApplier:
                     )
                     for r in current.values()
                 }
-                service.send_changes(changes, self._drift_check(planned), report.change_states, token, lock)
+                sender.send(changes, self._drift_check(planned))
                 for change in changes:
                     record = self.store.decision_by_id(change.decision_id)
                     if record is not None and record.change_state == ChangeState.STALE:
@@ -298,10 +300,11 @@ class ReviewApplier:
             )
         return self._policies[policy_version_id]
 
-    def _service(self, policy: Policy) -> RunService:
-        return RunService(
-            policy, self.api, self.store, self.settings,
-            progress=self.progress, stop=self.stop, checkpoint=self.checkpoint,
+    def _sender(self, lock: ProgramLockLike, report: ApplyReport) -> ChangeSender:
+        return ChangeSender(
+            self.api, self.store, token=lock.fencing_token, states=report.change_states,
+            lease=LeaseKeeper(lock), concurrency=self.settings.concurrency, stop=self.stop,
+            progress=self.progress, checkpoint=self.checkpoint,
         )  # fmt: skip
 
     def _start(
@@ -372,9 +375,7 @@ class ReviewApplier:
         if reason is not None:
             raise RunAborted(reason)  # the plan stays saved: nothing was claimed or sent
 
-    def _create_groups(
-        self, program: str, changes: Sequence[PlannedChangeLike], report: ApplyReport, service: RunService
-    ) -> None:
+    def _create_groups(self, program: str, changes: Sequence[PlannedChangeLike], report: ApplyReport) -> None:
         wanted = sorted({g for c in changes for g in c.body.get("group_ids") or []})
         if not wanted:
             return
@@ -394,10 +395,7 @@ class ReviewApplier:
         def check(change: PlannedChangeLike) -> Outcome | None:
             fresh = self.api.get_enrollment_dict(change.enrollment_id)
             if change.change_state in AMBIGUOUS_STATES and patch_is_applied(change.body, fresh):
-                return Outcome(
-                    change.decision_id, ChangeState.RECOVERED,
-                    error_message="found applied when re-checked after an interrupted or failed attempt",
-                )  # fmt: skip
+                return Outcome(change.decision_id, ChangeState.RECOVERED, error_message=FOUND_APPLIED)
             record, policy = planned[change.decision_id]
             status = fresh.get("status")
             if fresh.get("updated_at") == change.enrollment_updated_at and status in policy.applies_to:

@@ -9,14 +9,14 @@ temporary database. Everything they call is declared here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from engine.policy.decision import Decision
 from engine.runs.records import DecisionRecord, PlanRecord, PolicyVersionRecord, ReviewRecord, RunCounts
-from engine.runs.states import ChangeState, RunMode, RunOutcome
+from engine.runs.states import ChangeState, RunMode, RunOutcome, Stage
 
 __all__ = [
     "DecisionStore",
@@ -24,8 +24,12 @@ __all__ = [
     "Outcome",
     "PlannedChangeLike",
     "ProgramLockLike",
+    "ProgressCallback",
     "ReviewStore",
 ]
+
+# Told how far a stage has come: (stage, done, total; 0 when the total is not known).
+ProgressCallback = Callable[[Stage, int, int], None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,10 @@
 
 The store is the outbox. A live run records every needed change as ``planned`` before any
 request, marks it ``in_flight`` right before its PATCH and records the outcome right after;
-no database transaction is open across an HTTP call. A run first reconciles what a crashed
-run left in flight, and re-reads each enrollment right before changing it, so a person's
-decision in the Flip dashboard is never overwritten with stale data.
+no database transaction is open across an HTTP call (the sending is ``engine.runs.sending``).
+A run first reconciles what a crashed run left in flight, and re-reads each enrollment right
+before changing it, so a person's decision in the Flip dashboard is never overwritten with
+stale data.
 """
 
 from __future__ import annotations
@@ -13,39 +14,42 @@ import os
 import socket
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import islice
-from typing import Any, TypeVar
+from typing import Any
 
 from engine.clock import utc_now
 from engine.config import DEFAULT_CONCURRENCY
-from engine.errors import ApiAuthError, ApiError, ApiRetryableError, AutoapproveError, RunAborted
+from engine.errors import ApiAuthError, ApiError, AutoapproveError, RunAborted
 from engine.policy.decision import Action, Decision
 from engine.policy.document import Policy
 from engine.policy.evaluator import Evaluator
 from engine.runs.checkpoints import Checkpoint, Step, no_checkpoint
 from engine.runs.digest import decision_digest
-from engine.runs.patch import patch_body, patch_is_applied
-from engine.runs.ports import DecisionStore, FlipApi, Outcome, PlannedChangeLike, ProgramLockLike
-from engine.runs.report import HeldChange, RunReport
-from engine.runs.review import sort_for_review
+from engine.runs.lease import LeaseKeeper, MonotonicClock
+from engine.runs.patch import patch_is_applied
+from engine.runs.ports import DecisionStore, FlipApi, PlannedChangeLike, ProgramLockLike, ProgressCallback
+from engine.runs.queueing import queue_for_review
+from engine.runs.report import RunReport
+from engine.runs.sending import (
+    FOUND_APPLIED,
+    ChangeCheck,
+    ChangeSender,
+    CircuitBreakers,
+    missing_groups,
+    safe_message,
+    send_as_planned,
+    superseded_when_stale,
+)
 from engine.runs.spool import DecisionSpool
 from engine.runs.states import AMBIGUOUS_STATES, ChangeState, RunMode, RunOutcome, Stage
 
-ProgressCallback = Callable[[Stage, int, int], None]
 # Sees each raw enrollment with its decision as the list streams in (the HTML report explains
 # them there: the run keeps no raw enrollment).
 EvaluatedCallback = Callable[[dict[str, Any], Decision], None]
-# Right before a PATCH: the outcome to record instead of sending (stale, superseded...), or None.
-ChangeCheck = Callable[[PlannedChangeLike], Outcome | None]
 LockFactory = Callable[[str, str], AbstractContextManager[ProgramLockLike]]
-Clock = Callable[[], float]  # monotonic seconds
-T = TypeVar("T")
 
 
 # A run stopped by a signal says so in its message too.
@@ -70,38 +74,6 @@ class RunSettings:
     api_url: str = ""  # where the API is: recorded with a plan, checked when it is applied
 
 
-class _LeaseKeeper:
-    """Renews the program lock's lease well before it expires during a long run.
-
-    ``keep`` is cheap (one clock read) and is called at every step of every long stage:
-    listing and evaluating, reconciling, storing and applying.
-    """
-
-    def __init__(
-        self, lock: ProgramLockLike | None, clock: Clock = time.monotonic, every_s: float = 60.0
-    ) -> None:
-        expires_at = lock.expires_at if lock is not None else None
-        if expires_at is not None:  # renew well before a short lease runs out
-            remaining = (expires_at - datetime.now(UTC)).total_seconds()
-            every_s = min(every_s, max(remaining / 3, 0.1))
-        self.lock = lock
-        self.clock = clock
-        self.every_s = every_s
-        self.last = clock()
-
-    def keep(self) -> None:
-        if self.lock is not None and self.clock() - self.last >= self.every_s:
-            self.lock.renew()
-            self.last = self.clock()
-
-    def renewing(self, items: Iterable[T]) -> Iterator[T]:
-        """``items``, keeping the lease as they are consumed (the store consumes a batch
-        before it opens the batch's transaction, so no renewal happens inside one)."""
-        for item in items:
-            self.keep()
-            yield item
-
-
 class RunService:
     """Runs one policy against one program through an API and a store (both injected)."""
 
@@ -116,7 +88,7 @@ class RunService:
         progress: ProgressCallback | None = None,
         stop: threading.Event | None = None,
         on_evaluated: EvaluatedCallback | None = None,
-        clock: Clock = time.monotonic,
+        clock: MonotonicClock = time.monotonic,
         on_finish: Callable[[RunReport], None] | None = None,
         on_decision: Callable[[Decision], None] | None = None,
         checkpoint: Checkpoint = no_checkpoint,
@@ -137,8 +109,7 @@ class RunService:
         self._on_evaluated = on_evaluated
         self.checkpoint = checkpoint  # called at each named step (engine.runs.checkpoints)
         self._clock = clock
-        self._lease = _LeaseKeeper(None, clock)
-        self._for_review: set[str] = set()  # enrollments whose change waits for (or was refused by) a person
+        self._lease = LeaseKeeper(None, clock)
         # Shared by the apply threads: native sessions are per thread inside the engine.
         self._evaluator = Evaluator(policy, self.now, trace=False)
 
@@ -152,7 +123,7 @@ class RunService:
             return self._run(program, lock)
 
     def _run(self, program: str, lock: ProgramLockLike | None) -> RunReport:
-        self._lease = _LeaseKeeper(lock, self._clock)
+        self._lease = LeaseKeeper(lock, self._clock)
         self._started = time.monotonic()
         token = lock.fencing_token if lock is not None else None
         version_id = self._version_id = self.store.save_policy_version(
@@ -175,28 +146,15 @@ class RunService:
             with self._list_and_evaluate(program, report) as decided:
                 self._store_decisions(run_id, program, decided, token)
             self.checkpoint(Step.AFTER_PLANNING)
-            self._find_missing_groups(program, report)
+            report.missing_groups = missing_groups(self.api, program, report.groups_wanted)
             if self.settings.live:
                 self._apply(run_id, report, token)
             else:
                 report.awaiting_approval = report.needs_approval
             if self.settings.plan:
                 report.plan_id = self.store.create_plan(program, run_id, self.settings.api_url)
-        except RunAborted as exc:
-            self._finish(run_id, report, RunOutcome.ABORTED, str(exc), token)
-            raise
-        except ApiAuthError as exc:
-            self._finish(run_id, report, RunOutcome.FAILED, f"API key refused: {_safe_message(exc)}", token)
-            raise
-        except ApiError as exc:
-            # Our own words only: the API's message may quote personal data.
-            self._finish(run_id, report, RunOutcome.FAILED, f"Flip API error: {_safe_message(exc)}", token)
-            raise
-        except AutoapproveError as exc:
-            self._finish(run_id, report, RunOutcome.FAILED, str(exc), token)
-            raise
-        except KeyboardInterrupt:
-            self._finish(run_id, report, RunOutcome.INTERRUPTED, INTERRUPTED_MESSAGE, token)
+        except (AutoapproveError, KeyboardInterrupt) as exc:
+            self._finish(run_id, report, *_how_it_ended(exc), token)
             raise
         outcome = RunOutcome.INTERRUPTED if self.stop.is_set() else RunOutcome.COMPLETED
         self._finish(run_id, report, outcome, report.message, token)
@@ -289,22 +247,6 @@ class RunService:
         self.store.add_decisions(run_id, program, self._lease.renewing(counted()), fencing_token=token)
         self.progress(Stage.STORING, total, total)
 
-    def _find_missing_groups(self, program: str, report: RunReport) -> None:
-        wanted = sorted(report.groups_wanted)
-        if not wanted:
-            return
-        existing = {group.id for group in self.api.list_groups(program)}
-        report.missing_groups = [g for g in wanted if g not in existing]
-
-    def _create_missing_groups(self, program: str, report: RunReport) -> None:
-        # Called from _apply only once the circuit breakers let the run through: a run a
-        # safety limit stops must not write anything, a new group included.
-        for group_id in report.missing_groups:
-            _group, created = self.api.ensure_group(program, group_id, group_id)
-            self.checkpoint(Step.AFTER_GROUP_CREATE)
-            if created:
-                report.created_groups.append(group_id)
-
     def _reconcile(self, program: str, run_id: int, token: int | None) -> int:
         """Settle what earlier (crashed) runs left open before planning anew."""
         recovered = 0
@@ -319,7 +261,7 @@ class RunService:
             if ambiguous and self._already_applied(change):
                 self.store.record_outcome(
                     change.decision_id, ChangeState.RECOVERED, fencing_token=token,
-                    error_message="found applied when re-checked after an interrupted or failed attempt",
+                    error_message=FOUND_APPLIED,
                 )  # fmt: skip
                 recovered += 1
             else:
@@ -337,306 +279,56 @@ class RunService:
             return False
         return patch_is_applied(change.body, current)
 
-    # -- applying ------------------------------------------------------------------------
+    # -- sending -------------------------------------------------------------------------
 
     def _apply(self, run_id: int, report: RunReport, token: int | None) -> None:
-        planned = self._queue_for_review(report, list(self.store.planned_changes(run_id)), token)
-        decisions = {d.enrollment_id: d for d in report.changes}
-        to_send, held = self._guard_active(planned, decisions)
-        for change, reason in held:
-            self._lease.keep()
-            self.store.record_outcome(
-                change.decision_id, ChangeState.HELD, fencing_token=token, error_message=reason
-            )
-            report.change_states[ChangeState.HELD] += 1
-            decision = decisions.get(change.enrollment_id)
-            report.held.append(HeldChange(change.enrollment_id, decision.status if decision else None))
-        self._circuit_breakers(run_id, report, to_send, token)
-        self._create_missing_groups(report.program_id, report)
-        self._send_all(to_send, decisions, report, token)
-
-    def _queue_for_review(
-        self, report: RunReport, planned: list[PlannedChangeLike], token: int | None
-    ) -> list[PlannedChangeLike]:
-        """Record the changes a person must approve as waiting; return the ones to send."""
-        program = report.program_id
-        queue = sort_for_review(
-            self.policy,
-            report.changes,
-            self.store.review_queue(program),
-            self.store.refused_changes(program),
-        )
-        outcomes: list[Outcome] = []
-        for change in planned:
-            enrollment_id = change.enrollment_id
-            if enrollment_id in queue.queued:
-                outcomes.append(Outcome(change.decision_id, ChangeState.AWAITING_APPROVAL))
-            elif enrollment_id in queue.kept:
-                waiting = queue.kept[enrollment_id]
-                outcomes.append(Outcome(change.decision_id, ChangeState.SUPERSEDED, error_message=(
-                    f"the same change already waits for approval as change {waiting}")))  # fmt: skip
-            elif enrollment_id in queue.blocked:
-                refusal = queue.blocked[enrollment_id]
-                when = f"{refusal.reviewed_at:%Y-%m-%d %H:%M}" if refusal.reviewed_at else "earlier"
-                outcomes.append(Outcome(change.decision_id, ChangeState.HELD, error_message=(
-                    f"refused by {refusal.reviewed_by} on {when} (change {refusal.decision_id}); not "
-                    "proposed again until the enrollment's facts or the policy change")))  # fmt: skip
-                report.change_states[ChangeState.HELD] += 1
-        if outcomes:
-            self.store.record_outcomes(outcomes, fencing_token=token)
-        if queue.superseded:
-            reason = f"the enrollment or the decision changed since it was queued (run {report.run_id})"
-            self.store.supersede(queue.superseded, reason, fencing_token=token)
-        report.awaiting_approval = queue.waiting
-        if queue.waiting:
-            report.change_states[ChangeState.AWAITING_APPROVAL] += queue.waiting
+        """Send a live run's changes. Those a person must approve wait in the review queue,
+        and moves out of ACTIVE the policy does not allow are held; a circuit breaker stops
+        the run before anything is written (a new group included); then the rest go out."""
+        sender = ChangeSender(
+            self.api, self.store, token=token, states=report.change_states, lease=self._lease,
+            concurrency=self.settings.concurrency, stop=self.stop, progress=self.progress,
+            checkpoint=self.checkpoint,
+        )  # fmt: skip
+        planned = list(self.store.planned_changes(run_id))
+        queued = queue_for_review(self.policy, self.store, report, planned, token)
         self.checkpoint(Step.AFTER_QUEUEING)
-        self._for_review = queue.not_sent()
-        return [change for change in planned if change.enrollment_id not in self._for_review]
-
-    def _guard_active(
-        self, planned: list[PlannedChangeLike], decisions: dict[str | None, Decision]
-    ) -> tuple[list[PlannedChangeLike], list[tuple[PlannedChangeLike, str]]]:
-        allowed = {s.value for s in self.policy.document.limits.allow_leaving_active}
-        to_send, held = [], []
-        for change in planned:
-            decision = decisions.get(change.enrollment_id)
-            leaving = decision is not None and decision.current_status == "ACTIVE" and decision.status_changes
-            if leaving and decision is not None and decision.status not in allowed:
-                held.append(
-                    (change, f"ACTIVE -> {decision.status} is not in the policy's allow_leaving_active")
-                )
-            else:
-                to_send.append(change)
-        return to_send, held
-
-    def _circuit_breakers(
-        self, run_id: int, report: RunReport, to_send: list[PlannedChangeLike], token: int | None
-    ) -> None:
-        limits = self.policy.document.limits
-        reason = None
-        max_changes = (
-            self.settings.max_changes if self.settings.max_changes is not None else limits.max_changes
+        decisions = {d.enrollment_id: d for d in report.changes}
+        to_send = sender.hold_leaving_active(
+            self.policy, queued.to_send, lambda change: decisions.get(change.enrollment_id), report.held
         )
-        if max_changes is not None and len(to_send) > max_changes:
-            reason = f"{len(to_send)} changes planned, more than the limit of {max_changes}"
-        evaluated = report.evaluated
-        # A rejection that waits for a person is not sent by this run: it does not count.
-        rejects = sum(
-            1
-            for d in report.changes
-            if d.status == "REJECTED" and d.status_changes and d.enrollment_id not in self._for_review
-        )
-        if reason is None and limits.max_reject_ratio is not None and evaluated:
-            ratio = rejects / evaluated
-            if ratio > limits.max_reject_ratio:
-                reason = (
-                    f"the policy would reject {rejects} of {evaluated} evaluated enrollments "
-                    f"({ratio:.0%}), above its max_reject_ratio of {limits.max_reject_ratio:.0%}"
-                )
-        if reason is None:
-            return
-        for change in to_send:
-            self.store.record_outcome(
-                change.decision_id, ChangeState.HELD, fencing_token=token, error_message=reason
-            )
-        report.change_states[ChangeState.HELD] += len(to_send)
-        raise RunAborted(reason)
+        breakers = CircuitBreakers(self.policy.document.limits, self.settings.max_changes)
+        reason = breakers.tripped(len(to_send), _rejects_sent(report, queued.for_review), report.evaluated)
+        if reason is not None:
+            sender.hold(to_send, reason)
+            raise RunAborted(reason)
+        sender.create_groups(report.program_id, report.missing_groups, report.created_groups)
+        sender.send(to_send, self._recheck(decisions))
 
-    def _send_all(
-        self,
-        changes: list[PlannedChangeLike],
-        decisions: dict[str | None, Decision],
-        report: RunReport,
-        token: int | None,
-    ) -> None:
-        def superseded(change: PlannedChangeLike) -> Outcome | None:
-            stale = self.stale_reason(change, decisions.get(change.enrollment_id))
-            return (
-                None
-                if stale is None
-                else Outcome(change.decision_id, ChangeState.SUPERSEDED, error_message=stale)
-            )
-
-        self.send_changes(changes, superseded, report.change_states, token)
-
-    def send_changes(
-        self,
-        changes: list[PlannedChangeLike],
-        check: ChangeCheck,
-        states: Counter[ChangeState],
-        token: int | None,
-        lock: ProgramLockLike | None = None,
-    ) -> None:
-        """Send changes through the outbox (record, then act, then record), counting their
-        final states in ``states``. ``check`` re-reads each change right before its PATCH and
-        returns the outcome to record instead of sending it, or ``None`` to send it."""
-        if lock is not None:
-            self._lease = _LeaseKeeper(lock, self._clock)
-        applier = _Applier(self, check, token)
-        total = len(changes)
-        for done, state in enumerate(applier.send(changes), start=1):
-            states[state] += 1
-            self.progress(Stage.APPLYING, done, total)
-        if applier.auth_error is not None:
-            raise applier.auth_error
-
-    def keep_lease(self) -> None:
-        """Renew the program lock's lease when it is due (cheap to call often)."""
-        self._lease.keep()
-
-    def stale_reason(self, change: PlannedChangeLike, planned: Decision | None) -> str | None:
-        """Why the planned change must not be sent now, or None when it still stands."""
+    def _recheck(self, decisions: Mapping[str | None, Decision]) -> ChangeCheck:
+        """Right before each PATCH: the enrollment read again (unless ``--no-recheck``)."""
         if not self.settings.recheck:
-            return None
-        fresh = self.api.get_enrollment_dict(change.enrollment_id)
-        if planned is not None and fresh.get("updated_at") == planned.updated_at:
-            return None
-        status = fresh.get("status")
-        if status not in self.policy.applies_to:
-            return f"status changed to {status} since it was listed (a person's decision is kept)"
-        again = self._evaluator.evaluate(fresh)
-        body, problem = patch_body(again)
-        if problem is not None or body != change.body:
-            return "the enrollment changed since it was listed; re-planned on the next run"
-        return None
+            return send_as_planned
+        return superseded_when_stale(self.api, self.policy, self._evaluator, decisions)
 
 
-class _Applier:
-    """Sends planned changes on a thread pool: record, then act, then record.
-
-    Store writes are batched so a run is not limited by one transaction per change: a batch
-    of changes is marked ``in_flight`` in one transaction before any of them is sent, and
-    outcomes are recorded together within a fraction of a second after their requests. A
-    crash in between leaves changes ``in_flight``, which the next run reconciles.
-    """
-
-    FLUSH_EVERY = 32  # outcomes
-    FLUSH_AFTER_S = 0.25
-
-    def __init__(self, service: RunService, check: ChangeCheck, token: int | None) -> None:
-        self.service = service
-        self.store = service.store
-        self.check = check
-        self.token = token
-        self.auth_error: ApiAuthError | None = None
-        self.workers = max(1, service.settings.concurrency)
-        self.outcomes: list[Outcome] = []
-        self.not_sent: list[int] = []
-        self.flushed_at = time.monotonic()
-
-    def halted(self) -> bool:
-        return self.service.stop.is_set() or self.auth_error is not None
-
-    def send(self, changes: Iterable[PlannedChangeLike]) -> Iterator[ChangeState]:
-        """Yield each change's final state as it completes; stop early on a signal or a 401."""
-        queue = iter(changes)
-        window = self.workers * 4  # bounded look-ahead: memory stays flat for any number of changes
-        try:
-            with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="applier") as pool:
-                pending: set[Future[Outcome | None]] = set()
-                exhausted = False
-                while True:
-                    if not exhausted and len(pending) <= window // 2 and not self.halted():
-                        batch = list(islice(queue, window - len(pending)))
-                        exhausted = len(batch) < window - len(pending)
-                        self.store.mark_in_flight_many(
-                            [c.decision_id for c in batch], fencing_token=self.token
-                        )
-                        pending |= {pool.submit(self.send_one, change) for change in batch}
-                    if not pending:
-                        return
-                    finished, pending = wait(pending, timeout=self.FLUSH_AFTER_S, return_when=FIRST_COMPLETED)
-                    self.service.keep_lease()  # also while a slow request holds every worker
-                    for future in finished:
-                        outcome = future.result()
-                        if outcome is not None:
-                            self.outcomes.append(outcome)
-                            yield outcome.state
-                    self.flush(force=False)
-        finally:
-            self.flush(force=True)
-
-    def flush(self, *, force: bool) -> None:
-        due = (
-            len(self.outcomes) >= self.FLUSH_EVERY or time.monotonic() - self.flushed_at >= self.FLUSH_AFTER_S
-        )
-        if self.outcomes and (force or due):
-            self.store.record_outcomes(self.outcomes, fencing_token=self.token)
-            self.outcomes = []
-            self.flushed_at = time.monotonic()
-        if force and self.not_sent:
-            # Marked in flight but never sent (a signal or a 401 stopped the run): planned again.
-            self.store.release_in_flight(self.not_sent, fencing_token=self.token)
-            self.not_sent = []
-
-    def send_one(self, change: PlannedChangeLike) -> Outcome | None:
-        if self.halted():
-            self.not_sent.append(change.decision_id)
-            return None
-        try:
-            instead = self.check(change)
-        except ApiAuthError as exc:
-            self.auth_error = exc
-            self.not_sent.append(change.decision_id)
-            return None
-        except ApiError as exc:
-            return self.failure(change, exc, ChangeState.FAILED_RETRYABLE)
-        if instead is not None:
-            return instead
-        return self.patch(change)
-
-    def patch(self, change: PlannedChangeLike) -> Outcome:
-        self.service.checkpoint(Step.IN_FLIGHT)  # the step right before its PATCH
-        try:
-            self.service.api.update_enrollment(change.enrollment_id, change.body)
-        except ApiAuthError as exc:
-            self.auth_error = exc
-            return self.failure(change, exc, ChangeState.FAILED_RETRYABLE, self.http_attempts())
-        except ApiError as exc:
-            return self.failure(change, exc, _failure_state(exc), self.http_attempts())
-        self.service.checkpoint(Step.AFTER_PATCH)
-        return Outcome(change.decision_id, ChangeState.APPLIED, attempts=self.http_attempts())
-
-    def http_attempts(self) -> int | None:
-        """The HTTP attempts of this thread's last API call, when the client counts them.
-
-        mark_in_flight counts one attempt per send; the client's retries (dropped
-        connections, 5xx, 429) are attempts too, and the history must show them. Read in
-        the thread that made the call: ``FlipClient.last_attempts`` is per thread.
-        """
-        attempts = self.service.api.last_attempts
-        return attempts if attempts > 0 else None
-
-    def failure(
-        self, change: PlannedChangeLike, exc: ApiError, state: ChangeState, attempts: int | None = None
-    ) -> Outcome:
-        return Outcome(
-            change.decision_id,
-            state,
-            attempts=attempts,
-            http_status=exc.status_code,
-            api_error_code=exc.code,
-            api_error_locations=exc.locations(),
-            error_message=_safe_message(exc),
-        )
+def _rejects_sent(report: RunReport, for_review: frozenset[str]) -> int:
+    """The live run's changes to REJECTED, less those left for a person (not this run's to send)."""
+    return sum(
+        1
+        for d in report.changes
+        if d.status == "REJECTED" and d.status_changes and d.enrollment_id not in for_review
+    )
 
 
-def _failure_state(exc: ApiError) -> ChangeState:
-    if isinstance(exc, ApiRetryableError):
-        return ChangeState.DEFERRED if exc.retry_after is not None else ChangeState.FAILED_RETRYABLE
-    if exc.status_code is None or exc.status_code >= 500 or exc.status_code == 429:
-        return ChangeState.FAILED_RETRYABLE
-    return ChangeState.FAILED_PERMANENT
-
-
-def _safe_message(exc: ApiError) -> str:
-    """Our own description of a failure: the API's text may quote personal data.
-
-    Errors with no HTTP status (connection, timeout, malformed answer) carry only the
-    client's own words, so those are kept.
-    """
-    if exc.status_code is None:
-        return str(exc)
-    code = f" {exc.code}" if exc.code else ""
-    return f"HTTP {exc.status_code}{code}"
+def _how_it_ended(exc: AutoapproveError | KeyboardInterrupt) -> tuple[RunOutcome, str]:
+    """The outcome and message a run stopped by ``exc`` is recorded with."""
+    if isinstance(exc, KeyboardInterrupt):
+        return RunOutcome.INTERRUPTED, INTERRUPTED_MESSAGE
+    if isinstance(exc, RunAborted):
+        return RunOutcome.ABORTED, str(exc)
+    if isinstance(exc, ApiAuthError):
+        return RunOutcome.FAILED, f"API key refused: {safe_message(exc)}"
+    if isinstance(exc, ApiError):  # our own words only: the API's message may quote personal data
+        return RunOutcome.FAILED, f"Flip API error: {safe_message(exc)}"
+    return RunOutcome.FAILED, str(exc)

@@ -21,7 +21,8 @@ from postgres_databases import fresh_postgres_database
 from engine.flip.client import ApiSettings, FlipClient, Secret
 from engine.policy.decision import Decision
 from engine.policy.document import Policy, load_policy
-from engine.runs.service import EvaluatedCallback, ProgressCallback, RunService, RunSettings
+from engine.runs.ports import ProgressCallback
+from engine.runs.service import EvaluatedCallback, RunService, RunSettings
 from engine.sandbox.generator import CA_EV_PROGRAM, TX_BATTERY_PROGRAM
 from engine.sandbox.simulator import FaultConfig, Simulator, SimulatorConfig
 from engine.store import ProgramLock, Store, acquire_program_lock

@@ -9,7 +9,7 @@ import pytest
 
 from engine.errors import ApiError, ApiResponseError, ApiRetryableError
 from engine.runs.patch import patch_is_applied
-from engine.runs.service import _failure_state, _safe_message
+from engine.runs.sending import failure_state, safe_message
 from engine.runs.states import ChangeState
 
 from .fakes import Fakes
@@ -34,16 +34,16 @@ from .test_run_service import approvals, policy
     ],
 )
 def test_which_state_a_failure_leaves(error: ApiError, state: ChangeState) -> None:
-    assert _failure_state(error) is state
+    assert failure_state(error) is state
 
 
 def test_what_is_said_about_a_failure() -> None:
-    assert _safe_message(ApiError("connection refused by 127.0.0.1")) == "connection refused by 127.0.0.1"
+    assert safe_message(ApiError("connection refused by 127.0.0.1")) == "connection refused by 127.0.0.1"
     assert (
-        _safe_message(ApiError("Jane Doe is not allowed", status_code=422, code="invalid"))
+        safe_message(ApiError("Jane Doe is not allowed", status_code=422, code="invalid"))
         == "HTTP 422 invalid"
     )
-    assert _safe_message(ApiError("Jane Doe", status_code=500)) == "HTTP 500"
+    assert safe_message(ApiError("Jane Doe", status_code=500)) == "HTTP 500"
 
 
 def enrollment(status: str = "ACTIVE", groups: Any = (("A",),)) -> dict[str, Any]:
