@@ -2,10 +2,11 @@
 
 Both go through the outbox exactly as a live run does (``engine.runs.sending``: recorded
 first, marked in flight, outcome recorded; one run per program under its lock; throttled;
-recorded as a run of its own), with one difference: nothing is evaluated again. Each change
-is re-read right before its PATCH; if the enrollment drifted since it was planned
-(``updated_at`` moved, or its status left the policy's ``applies_to``), it is not sent and
-is recorded ``stale`` with what changed. Everything else goes out exactly as reviewed.
+the same held moves out of ACTIVE and circuit breakers; recorded as a run of its own), with
+one difference: nothing is evaluated again. Each change is re-read right before its PATCH;
+if the enrollment drifted since it was planned (``updated_at`` moved, or its status left the
+policy's ``applies_to``), it is not sent and is recorded ``stale`` with what changed.
+Everything else goes out exactly as reviewed.
 
 A plan applies at most once: each of its changes moves through the outbox once (a final
 state never moves again), and the plan is ``applied`` once every change has settled. An
@@ -51,7 +52,7 @@ from engine.runs.ports import (
 )
 from engine.runs.records import DecisionRecord, PlanRecord, ReviewRecord, RunCounts
 from engine.runs.report import ApplyReport
-from engine.runs.sending import FOUND_APPLIED, ChangeCheck, ChangeSender
+from engine.runs.sending import FOUND_APPLIED, ChangeCheck, ChangeSender, CircuitBreakers, missing_groups
 from engine.runs.service import INTERRUPTED_MESSAGE, RunSettings
 from engine.runs.states import AMBIGUOUS_STATES, OPEN_STATES, ChangeState, PlanState, RunMode, RunOutcome
 
@@ -206,12 +207,14 @@ class ReviewApplier:
             with self._finishing(report, token):
                 records = {r.id: r for r in self.store.run_changes(plan.run_id, OPEN_STATES)}
                 changes = list(self.store.changes_by_id(sorted(records)))
-                to_send = self._hold_leaving_active(policy, changes, records, report, token)
+                to_send = sender.hold_leaving_active(
+                    policy, changes, lambda change: records[change.decision_id].decision
+                )
                 if plan.state == PlanState.SAVED:  # a resumed apply already passed the breakers
-                    self._circuit_breakers(policy, plan.counts, len(to_send))
+                    self._refuse_over_limits(policy, plan.counts, len(to_send))
                 self.store.claim_plan(plan.id, run_id, by, fencing_token=token)
                 self.checkpoint(Step.AFTER_CLAIM)
-                self._create_groups(plan.program_id, to_send, report)
+                self._create_groups(plan.program_id, to_send, report, sender)
                 sender.send(to_send, self._drift_check({r.id: (r, policy) for r in records.values()}))
                 self._collect_stale(plan.run_id, records, report)
                 if not self.stop.is_set() and report.outcome == RunOutcome.COMPLETED:
@@ -261,7 +264,7 @@ class ReviewApplier:
                 self.store.approve(waiting, by, fencing_token=token)
                 self.checkpoint(Step.AFTER_APPROVAL)
                 changes = list(self.store.changes_by_id(ids))
-                self._create_groups(program, changes, report)
+                self._create_groups(program, changes, report, sender)
                 planned = {
                     r.decision_id: (
                         _decision(self.store, r.decision_id),
@@ -328,64 +331,23 @@ class ReviewApplier:
     def _finishing(self, report: ApplyReport, token: int) -> AbstractContextManager[None]:
         return _Finishing(self.store, report, token, self.stop)
 
-    def _hold_leaving_active(
-        self,
-        policy: Policy,
-        changes: list[PlannedChangeLike],
-        records: dict[int, DecisionRecord],
-        report: ApplyReport,
-        token: int,
-    ) -> list[PlannedChangeLike]:
-        allowed = {s.value for s in policy.document.limits.allow_leaving_active}
-        to_send = []
-        for change in changes:
-            decision = records[change.decision_id].decision
-            if (
-                decision.current_status == "ACTIVE"
-                and decision.status_changes
-                and decision.status not in allowed
-            ):
-                reason = f"ACTIVE -> {decision.status} is not in the policy's allow_leaving_active"
-                self.store.record_outcome(
-                    change.decision_id, ChangeState.HELD, fencing_token=token, error_message=reason
-                )
-                report.change_states[ChangeState.HELD] += 1
-            else:
-                to_send.append(change)
-        return to_send
-
-    def _circuit_breakers(self, policy: Policy, counts: RunCounts, changes: int) -> None:
-        limits = policy.document.limits
-        limit = self.settings.max_changes if self.settings.max_changes is not None else limits.max_changes
-        reason = None
-        if limit is not None and changes > limit:
-            reason = f"{changes} changes planned, more than the limit of {limit}"
+    def _refuse_over_limits(self, policy: Policy, counts: RunCounts, changes: int) -> None:
+        """The circuit breakers, on the counts of the run that made the plan."""
         actions = counts.get("actions") or {}
         evaluated = int(actions.get(Action.UPDATE, 0)) + int(actions.get(Action.NONE, 0))
         rejects = sum(
             int(n) for t, n in (counts.get("transitions") or {}).items() if str(t).endswith("-> REJECTED")
         )
-        if reason is None and limits.max_reject_ratio is not None and evaluated:
-            ratio = rejects / evaluated
-            if ratio > limits.max_reject_ratio:
-                reason = (
-                    f"the plan rejects {rejects} of {evaluated} evaluated enrollments ({ratio:.0%}), "
-                    f"above the policy's max_reject_ratio of {limits.max_reject_ratio:.0%}"
-                )
+        breakers = CircuitBreakers(policy.document.limits, self.settings.max_changes)
+        reason = breakers.tripped(changes, rejects, evaluated, plan=True)
         if reason is not None:
             raise RunAborted(reason)  # the plan stays saved: nothing was claimed or sent
 
-    def _create_groups(self, program: str, changes: Sequence[PlannedChangeLike], report: ApplyReport) -> None:
-        wanted = sorted({g for c in changes for g in c.body.get("group_ids") or []})
-        if not wanted:
-            return
-        existing = {group.id for group in self.api.list_groups(program)}
-        for group_id in wanted:
-            if group_id not in existing:
-                _group, created = self.api.ensure_group(program, group_id, group_id)
-                self.checkpoint(Step.AFTER_GROUP_CREATE)
-                if created:
-                    report.created_groups.append(group_id)
+    def _create_groups(
+        self, program: str, changes: Sequence[PlannedChangeLike], report: ApplyReport, sender: ChangeSender
+    ) -> None:
+        wanted = {group_id for change in changes for group_id in change.body.get("group_ids") or []}
+        sender.create_groups(program, missing_groups(self.api, program, wanted), report.created_groups)
 
     def _drift_check(self, planned: Mapping[int, tuple[DecisionRecord, Policy]]) -> ChangeCheck:
         """Re-read each change right before its PATCH; drifted ones are ``stale``, never re-evaluated

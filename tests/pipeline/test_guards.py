@@ -1,15 +1,18 @@
 """What keeps a live run from doing harm: the stale-data guard, the circuit breakers, the
-ACTIVE guard and dry runs that never write, against the real simulator and store."""
+ACTIVE guard and dry runs that never write, against the real simulator and store; and the
+same circuit breakers and ACTIVE guard on an ``apply`` of a saved plan."""
 
 from __future__ import annotations
 
 import copy
+import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_process import run_cli
+from cli_process import CliResult, run_cli
 from sqlalchemy import select
 
 from engine.errors import ApiError, RunAborted
@@ -235,3 +238,72 @@ def test_a_dry_run_sends_no_write_even_with_faults(
     assert writes(simulator) == 0
     assert simulator.request_counts()["GET"] >= 6
     assert NEW_GROUP not in {g["id"] for g in simulator.groups(TX_BATTERY_PROGRAM)}
+
+
+# --- the same guards on an apply ------------------------------------------------------------
+
+
+def plan_and_apply(simulator: Simulator, tmp_path: Path, rules: Path) -> tuple[dict[str, Any], CliResult]:
+    """``plan --out`` then ``apply --yes`` of that plan through the CLI: the plan, the apply."""
+    env = cli_env(simulator, f"sqlite:///{tmp_path / 'cli.db'}")
+    out = tmp_path / "plan.json"
+    planned = run_cli(["plan", "--rules", str(rules), "--now", NOW_ARG, "--out", str(out)], env=env)
+    assert planned.code == 0, planned.stderr
+    return json.loads(out.read_text(encoding="utf-8")), run_cli(["apply", str(out), "--yes"], env=env)
+
+
+def test_an_apply_holds_the_moves_out_of_active_a_live_run_would_hold(
+    simulator: Simulator, tmp_path: Path, write_policy: Callable[..., Policy]
+) -> None:
+    write_policy(reviewing_active_document([]), name="active.yaml")
+
+    plan, applied = plan_and_apply(simulator, tmp_path, tmp_path / "active.yaml")
+
+    assert applied.code == 0, applied.stderr
+    changes = {c["enrollment_id"]: c for c in plan["changes"]}
+    leaving = {e for e, c in changes.items() if c["current"]["status"] == "ACTIVE" != c["planned"]["status"]}
+    assert leaving, "the seeded data must have such a case"
+    with Store.open(f"sqlite:///{tmp_path / 'cli.db'}") as store:
+        stored = {e: store.latest_decision(e) for e in changes}
+    for enrollment_id, change in changes.items():
+        row = stored[enrollment_id]
+        assert row is not None
+        if enrollment_id in leaving:
+            status = change["planned"]["status"]
+            assert (row.change_state, row.error_message) == (
+                "held",
+                f"ACTIVE -> {status} is not in the policy's allow_leaving_active",
+            )
+            assert simulator.patch_count(enrollment_id) == 0
+        else:
+            assert row.change_state == "applied"
+    assert f"held {len(leaving)}" in applied.stderr
+
+
+@pytest.mark.parametrize(
+    ("limits", "reason"),
+    [
+        ({"max_reject_ratio": 0.2}, r"the plan rejects \d+ of \d+ evaluated enrollments \(\d+%\), "
+         r"above the policy's max_reject_ratio of 20%"),
+        ({"max_changes": 3}, r"\d+ changes planned, more than the limit of 3"),
+    ],
+)  # fmt: skip
+def test_an_apply_over_a_limit_sends_nothing_and_leaves_the_plan_saved(
+    simulator: Simulator,
+    tmp_path: Path,
+    write_policy: Callable[..., Policy],
+    limits: dict[str, Any],
+    reason: str,
+) -> None:
+    document = rejecting_document()
+    document["limits"] = limits
+    write_policy(document, name="limited.yaml")
+
+    _plan, applied = plan_and_apply(simulator, tmp_path, tmp_path / "limited.yaml")
+    env = cli_env(simulator, f"sqlite:///{tmp_path / 'cli.db'}")
+    again = run_cli(["apply", str(tmp_path / "plan.json"), "--yes"], env=env)
+
+    for result in (applied, again):  # the plan was not claimed: refused the same way again
+        assert result.code == 5, result.stderr
+        assert re.search(reason, result.stderr), result.stderr
+    assert writes(simulator) == 0, "neither a change nor a new group"

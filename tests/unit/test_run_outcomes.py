@@ -1,5 +1,6 @@
 """The run service's small pure rules: which state a failure leaves, what is said about it,
-whether an enrollment already shows a change, and the HTTP attempts recorded."""
+which limit stops a run, whether an enrollment already shows a change, and the HTTP
+attempts recorded."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Any
 import pytest
 
 from engine.errors import ApiError, ApiResponseError, ApiRetryableError
+from engine.policy.document import PolicyLimits
 from engine.runs.patch import patch_is_applied
-from engine.runs.sending import failure_state, safe_message
+from engine.runs.sending import CircuitBreakers, failure_state, safe_message
 from engine.runs.states import ChangeState
 
 from .fakes import Fakes
@@ -44,6 +46,37 @@ def test_what_is_said_about_a_failure() -> None:
         == "HTTP 422 invalid"
     )
     assert safe_message(ApiError("Jane Doe", status_code=500)) == "HTTP 500"
+
+
+LIVE_RATIO = "the policy would reject 2 of 3 evaluated enrollments (67%), above its max_reject_ratio of 50%"
+PLAN_RATIO = "the plan rejects 2 of 3 evaluated enrollments (67%), above the policy's max_reject_ratio of 50%"
+
+
+@pytest.mark.parametrize(
+    ("limits", "flag", "counts", "plan", "reason"),
+    [
+        ({"max_changes": 2}, None, (2, 0, 10), False, None),
+        ({"max_changes": 2}, None, (3, 0, 10), False, "3 changes planned, more than the limit of 2"),
+        ({"max_changes": 2}, 5, (3, 0, 10), False, None),  # --max-changes wins over the policy
+        ({"max_changes": 9}, 0, (1, 0, 10), False, "1 changes planned, more than the limit of 0"),
+        ({}, None, (1000, 0, 1000), False, None),
+        ({"max_reject_ratio": 0.5}, None, (3, 2, 3), False, LIVE_RATIO),
+        ({"max_reject_ratio": 0.5}, None, (3, 2, 3), True, PLAN_RATIO),
+        ({"max_reject_ratio": 0.5}, None, (2, 1, 2), False, None),  # at the limit is not above it
+        ({"max_reject_ratio": 0.0}, None, (1, 1, 0), False, None),  # nothing evaluated
+        (  # the number of changes is checked first
+            {"max_changes": 1, "max_reject_ratio": 0.5}, None, (3, 2, 3), False,
+            "3 changes planned, more than the limit of 1",
+        ),
+    ],
+)  # fmt: skip
+def test_which_limit_stops_a_run(
+    limits: dict[str, Any], flag: int | None, counts: tuple[int, int, int], plan: bool, reason: str | None
+) -> None:
+    changes, rejects, evaluated = counts
+    breakers = CircuitBreakers(PolicyLimits(**limits), flag)
+
+    assert breakers.tripped(changes, rejects, evaluated, plan=plan) == reason
 
 
 def enrollment(status: str = "ACTIVE", groups: Any = (("A",),)) -> dict[str, Any]:
