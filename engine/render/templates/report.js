@@ -355,9 +355,17 @@
     };
     return true;
   }
-  // Parsed when the browser is idle after loading, so the first row opens at once.
+  // Parsed, and each sortable column ranked, when the browser is idle after loading, so the
+  // first row opens and the first sort of a column runs at once.
   document.addEventListener("DOMContentLoaded", function () {
-    if (window.requestIdleCallback) requestIdleCallback(loadDetails, { timeout: 3000 }); else setTimeout(loadDetails, 200);
+    var work = [loadDetails];
+    visible.forEach(function (c) { if (c.sort === "text") work.push(function () { rankOf(c.index); }); });
+    (function next() {
+      var task = work.shift();
+      if (!task) return;
+      var run = function () { task(); next(); };
+      if (window.requestIdleCallback) requestIdleCallback(run, { timeout: 3000 }); else setTimeout(run, 200);
+    })();
   });
 
   function detailElement(id) {
