@@ -6,19 +6,21 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from engine.policy.decision import Action, Decision, RuleTrace
+from engine.policy.decision import Action, Decision
 from engine.policy.document import Policy
 from engine.policy.evaluator import Evaluator
 from engine.render.decisions_html import WITHHELD
 from engine.render.html import BarsCard, StatCard, render_page
 from engine.render.review_html import review_page
+from engine.runs.records import ReviewRecord
+from engine.runs.states import ChangeState
 
 from .conftest import HOSTILE, PAGE_SCRIPTS, hostile_enrollments, sample_enrollments, script_blocks
 
@@ -26,26 +28,7 @@ REVIEWED = "review:\n  require_approval: [REJECTED]\nlimits:"
 VERSION_ID = 7
 
 
-@dataclass(frozen=True)
-class Waiting:
-    """A waiting change as the store gives it (the fields the page reads)."""
-
-    decision_id: int
-    run_id: int
-    program_id: str
-    enrollment_id: str
-    current_status: str | None
-    status: str | None
-    reason: str | None
-    rule_id: str | None
-    current_group_ids: list[str]
-    group_ids: list[str]
-    policy_version_id: int | None
-    since: datetime
-    trace: list[RuleTrace] = field(default_factory=list)
-
-
-def queued(policy: Policy, enrollments: list[dict[str, Any]], now: datetime) -> list[Waiting]:
+def queued(policy: Policy, enrollments: list[dict[str, Any]], now: datetime) -> list[ReviewRecord]:
     """What a live run would leave waiting: its changes the policy wants a person to confirm."""
     evaluator = Evaluator(policy, now, trace=True)
     decisions = [evaluator.evaluate(raw) for raw in enrollments]
@@ -53,13 +36,16 @@ def queued(policy: Policy, enrollments: list[dict[str, Any]], now: datetime) -> 
     return [waiting(d, 100 + i, now - timedelta(days=i)) for i, d in enumerate(needed)]
 
 
-def waiting(decision: Decision, decision_id: int, since: datetime) -> Waiting:
-    return Waiting(
+def waiting(decision: Decision, decision_id: int, since: datetime) -> ReviewRecord:
+    return ReviewRecord(
         decision_id=decision_id, run_id=3, program_id="prog-tx-residential-battery",
         enrollment_id=decision.enrollment_id or "", current_status=decision.current_status,
         status=decision.status, reason=decision.reason, rule_id=decision.rule_id,
         current_group_ids=decision.current_group_ids, group_ids=decision.group_ids,
         policy_version_id=VERSION_ID, since=since, trace=decision.trace,
+        change_state=ChangeState.AWAITING_APPROVAL, body={}, enrollment_updated_at=decision.updated_at,
+        facts_fingerprint=decision.facts_fingerprint, policy_hash=None, reviewed_by=None,
+        reviewed_at=None, review_note=None, attempts=0,
     )  # fmt: skip
 
 
@@ -68,7 +54,7 @@ def review_policy(policy_from_text: Callable[[str], Policy], tx_policy: Policy) 
     return policy_from_text(tx_policy.source_text.replace("limits:", REVIEWED, 1))
 
 
-def page_html(changes: Sequence[Waiting], policy: Policy, now: datetime) -> str:
+def page_html(changes: Sequence[ReviewRecord], policy: Policy, now: datetime) -> str:
     return render_page(review_page(changes, {VERSION_ID: policy}, generated_at=now))
 
 
