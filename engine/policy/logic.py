@@ -442,11 +442,12 @@ def days_between(start: Any = None, end: Any = None, *_: Any) -> int | None:
     return (last - first).days
 
 
-_CUSTOM_IMPLEMENTATIONS: dict[str, Callable[[str], str]] = {
-    "days_between": _json_operator(days_between),
-    _MISSING_OP: _json_operator(_missing_keys),
-    _MISSING_SOME_OP: _json_operator(_missing_some),
-}
+def _custom_implementations() -> dict[str, Callable[[str], str]]:
+    return {
+        "days_between": _json_operator(days_between),
+        _MISSING_OP: _json_operator(_missing_keys),
+        _MISSING_SOME_OP: _json_operator(_missing_some),
+    }
 
 
 # --- compile and evaluate ---------------------------------------------------------------
@@ -471,7 +472,7 @@ class LogicEngine:
     """Compiles conditions and evaluates them; one per process is plenty (thread-safe)."""
 
     def __init__(self) -> None:
-        self._engine = datalogic_py.Engine(custom_operators=_CUSTOM_IMPLEMENTATIONS)
+        self._engine = datalogic_py.Engine(custom_operators=_custom_implementations())
         self._sessions = threading.local()
 
     def unknown_operators(self, rule: Any) -> list[tuple[str, str]]:
@@ -601,7 +602,7 @@ def _describe(exc: datalogic_py.DataLogicError) -> str:
     operator = getattr(exc, "operator", None)
     where = f" in {operator!r}" if operator else ""
     text = str(exc).split(" (in operator", 1)[0]
-    if '"NaN"' in text or "NaN" in text:
+    if "NaN" in text:  # the library throws {"type": "NaN"}
         text = "a value is not a number"
     return f"{text}{where}"
 
