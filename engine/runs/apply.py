@@ -255,9 +255,11 @@ class ReviewApplier:
             token = lock.fencing_token
             ids = [r.decision_id for r in records]
             current = {r.decision_id: r for r in self.waiting_for(ids, program)}  # re-read under the lock
+            # Every policy the re-check needs, before the run row: a missing one refuses the
+            # approval with nothing started, written or sent.
+            policies = {r.decision_id: self._policy(r.policy_version_id) for r in current.values()}
             run_id = self._start(program, RunMode.APPROVE, records[0].policy_version_id, token, by=by)
             report = ApplyReport(run_id, program, by)
-            self._policy(records[0].policy_version_id)  # no stored policy: refused before any step
             sender = self._sender(lock, report)
             with self._finishing(report, token):
                 waiting = [i for i, r in current.items() if r.change_state == ChangeState.AWAITING_APPROVAL]
@@ -265,13 +267,7 @@ class ReviewApplier:
                 self.checkpoint(Step.AFTER_APPROVAL)
                 changes = list(self.store.changes_by_id(ids))
                 self._create_groups(program, changes, report, sender)
-                planned = {
-                    r.decision_id: (
-                        _decision(self.store, r.decision_id),
-                        self._policy(r.policy_version_id),
-                    )
-                    for r in current.values()
-                }
+                planned = {i: (_decision(self.store, i), policies[i]) for i in current}
                 sender.send(changes, self._drift_check(planned))
                 for change in changes:
                     record = self.store.decision_by_id(change.decision_id)

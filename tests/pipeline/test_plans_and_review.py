@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy
 from cli_process import run_cli
 
 from engine.sandbox.generator import TX_BATTERY_PROGRAM
@@ -218,3 +219,35 @@ def test_plan_and_review_write_html_reports_and_send_nothing(simulator: Simulato
     empty = run_cli(["review", "--program", "prog-ca-ev-charging", "--format", "html"], env)
     assert empty.code == 0
     assert "No change is waiting." in empty.stdout
+
+
+def test_an_approval_whose_policy_is_not_stored_is_refused_before_its_run_starts(
+    simulator: Simulator, store_url: str, tmp_path: Path
+) -> None:
+    rules = tmp_path / "review.yaml"
+    rules.write_text(
+        TX_RULES.read_text(encoding="utf-8").replace("limits:", REVIEW_POLICY, 1), encoding="utf-8"
+    )
+    env = cli_env(simulator, store_url)
+    live = ["run", "--rules", str(rules), "--now", NOW, "--live", "--yes"]
+    assert run_cli(live, env).code == 0
+    queue = json.loads(run_cli(["review", "--format", "json"], env).stdout)
+    assert queue
+    # A store from before policy versions were kept: the queuing run names none.
+    engine = sqlalchemy.create_engine(store_url)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text("UPDATE runs SET policy_version_id = NULL"))
+    engine.dispose()
+    before = patches(simulator)
+    runs_before = run_cli(["runs"], env).stdout
+
+    refused = run_cli(["review", "approve", "--all", "--by", "bob", "--yes"], env)
+
+    assert refused.code == 2, refused.stderr
+    assert "the change has no stored policy version: it cannot be re-checked" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert patches(simulator) == before
+    runs_after = run_cli(["runs"], env).stdout
+    assert runs_after == runs_before, "no run row is started (and none is left running)"
+    still = json.loads(run_cli(["review", "--format", "json"], env).stdout)
+    assert [i["id"] for i in still] == [i["id"] for i in queue]
