@@ -103,13 +103,11 @@ class RunService:
         self.on_finish = on_finish  # sees every recorded run's report, failed ones included
         # Each decision as it is decided (streamed output); without it the report keeps them all.
         self.on_decision = on_decision
-        self._started = time.monotonic()
-        self._version_id = 0
         self._lock_factory = lock_factory
         self._on_evaluated = on_evaluated
         self.checkpoint = checkpoint  # called at each named step (engine.runs.checkpoints)
-        self._clock = clock
-        self._lease = LeaseKeeper(None, clock)
+        self._clock = clock  # times the run and its lease
+        self._lease: LeaseKeeper  # each run's own (``_run``)
         # Shared by the apply threads: native sessions are per thread inside the engine.
         self._evaluator = Evaluator(policy, self.now, trace=False)
 
@@ -124,9 +122,9 @@ class RunService:
 
     def _run(self, program: str, lock: ProgramLockLike | None) -> RunReport:
         self._lease = LeaseKeeper(lock, self._clock)
-        self._started = time.monotonic()
+        started = self._clock()
         token = lock.fencing_token if lock is not None else None
-        version_id = self._version_id = self.store.save_policy_version(
+        version_id = self.store.save_policy_version(
             program,
             self.policy.name or program,
             self.policy.version,
@@ -143,7 +141,7 @@ class RunService:
                 # Under the lock no other live run is alive: any still "running" was killed.
                 self.store.interrupt_running_runs(program, except_run_id=run_id, fencing_token=token)
                 report.recovered = self._reconcile(program, run_id, token)
-            with self._list_and_evaluate(program, report) as decided:
+            with self._list_and_evaluate(program, version_id, report) as decided:
                 self._store_decisions(run_id, program, decided, token)
             self.checkpoint(Step.AFTER_PLANNING)
             report.missing_groups = missing_groups(self.api, program, report.groups_wanted)
@@ -154,29 +152,31 @@ class RunService:
             if self.settings.plan:
                 report.plan_id = self.store.create_plan(program, run_id, self.settings.api_url)
         except (AutoapproveError, KeyboardInterrupt) as exc:
-            self._finish(run_id, report, *_how_it_ended(exc), token)
+            self._finish(run_id, report, started, *_how_it_ended(exc), token=token)
             raise
         outcome = RunOutcome.INTERRUPTED if self.stop.is_set() else RunOutcome.COMPLETED
-        self._finish(run_id, report, outcome, report.message, token)
+        self._finish(run_id, report, started, outcome, None, token=token)
         return report
 
     def _finish(
         self,
         run_id: int,
         report: RunReport,
+        started: float,
         outcome: RunOutcome,
         message: str | None,
-        token: int | None = None,
+        *,
+        token: int | None,
     ) -> None:
         report.outcome, report.message = outcome, message
-        report.duration_s = time.monotonic() - self._started
+        report.duration_s = self._clock() - started
         self.store.finish_run(run_id, outcome, report.counts(), message, fencing_token=token)
         if self.on_finish is not None:
             self.on_finish(report)
 
     # -- steps ---------------------------------------------------------------------------
 
-    def _list_and_evaluate(self, program: str, report: RunReport) -> DecisionSpool:
+    def _list_and_evaluate(self, program: str, version: int, report: RunReport) -> DecisionSpool:
         """Evaluate each enrollment as the list streams in; count, stream out and spool it.
 
         Nothing is stored or sent until the whole list has arrived: a malformed or truncated
@@ -184,7 +184,7 @@ class RunService:
         soon as they are evaluated, and decisions go to a spool on disk (or, without a
         decision sink, to the report), so memory stays flat however long the list.
         """
-        evaluator, sink, version = self._evaluator, self.on_decision, self._version_id
+        evaluator, sink = self._evaluator, self.on_decision
         observe = self._on_evaluated
         # A plan, and a change left for a person, keep what they read, so that one found drifted
         # when it is applied can say which facts moved.

@@ -28,6 +28,7 @@ from engine.runs.digest import decision_digest
 from engine.runs.patch import planned_body
 from engine.runs.ports import DecisionStore, FlipApi, Outcome, ProgramLockLike
 from engine.runs.records import ReviewRecord, RunCounts
+from engine.runs.report import RunReport
 from engine.runs.service import RunService, RunSettings
 from engine.runs.states import (
     FINAL_STATES,
@@ -267,6 +268,20 @@ class FakeLocks:
         current.check()
 
 
+class StillLock:
+    """A program lock on its own, for the lease keeper: its lease ends at ``expires_at`` (``None``:
+    never, like PostgreSQL's advisory lock) and stays put when renewed; it counts renewals."""
+
+    def __init__(self, expires_at: datetime | None, token: int = 1) -> None:
+        self.fencing_token = token
+        self.expires_at = expires_at
+        self.renewals = 0
+
+    def renew(self) -> datetime | None:
+        self.renewals += 1
+        return self.expires_at
+
+
 # --- the decision store -----------------------------------------------------------------------
 
 
@@ -280,6 +295,7 @@ class StoredRun:
     outcome: RunOutcome = RunOutcome.RUNNING
     counts: dict[str, Any] = field(default_factory=dict)
     message: str | None = None
+    started_at: datetime | None = None  # the run's ``now``
 
 
 @dataclass
@@ -334,6 +350,7 @@ class FakeStore:
         self.version_texts: dict[str, tuple[str, str, str | None, str]] = {}
         self.runs: dict[int, StoredRun] = {}
         self.changes: dict[int, StoredChange] = {}
+        self.plans: dict[int, tuple[str, int, str]] = {}  # plan id -> program, run id, API address
         self._lock = threading.Lock()
 
     # helpers for tests
@@ -391,7 +408,9 @@ class FakeStore:
     ) -> int:
         self._write("start_run", program_id, fencing_token)
         run_id = len(self.runs) + 1
-        self.runs[run_id] = StoredRun(program_id, RunMode(mode), fencing_token, holder, policy_version_id)
+        self.runs[run_id] = StoredRun(
+            program_id, RunMode(mode), fencing_token, holder, policy_version_id, started_at=now
+        )
         return run_id
 
     def add_decisions(
@@ -420,7 +439,8 @@ class FakeStore:
         return (body, ChangeState.PLANNED, None) if body is not None else ({}, ChangeState.NONE, None)
 
     # The review queue and saved plans are covered against the real store
-    # (tests/pipeline/test_plans_and_review.py); here the queue is empty.
+    # (tests/pipeline/test_plans_and_review.py); here the queue is empty and a plan is its
+    # program, run and API address.
     def review_queue(self, program_id: str | None = None, **_filters: Any) -> list[ReviewRecord]:
         return []
 
@@ -428,7 +448,9 @@ class FakeStore:
         return []
 
     def create_plan(self, program_id: str, run_id: int, api_url: str) -> int:
-        return run_id
+        plan_id = len(self.plans) + 1
+        self.plans[plan_id] = (program_id, run_id, api_url)
+        return plan_id
 
     def latest_digests(self, program_id: str) -> dict[str, int]:
         latest: dict[str, int] = {}
@@ -619,6 +641,9 @@ class Fakes:
         stop: threading.Event | None = None,
         progress: Callable[[str, int, int], None] | None = None,
         checkpoint: Checkpoint = no_checkpoint,
+        on_finish: Callable[[RunReport], None] | None = None,
+        on_decision: Callable[[Decision], None] | None = None,
+        on_evaluated: Callable[[dict[str, Any], Decision], None] | None = None,
         **settings: Any,
     ) -> RunService:
         settings.setdefault("now", datetime(2026, 11, 25, tzinfo=UTC))
@@ -633,6 +658,9 @@ class Fakes:
             progress=progress,
             clock=self.world.clock,
             checkpoint=checkpoint,
+            on_finish=on_finish,
+            on_decision=on_decision,
+            on_evaluated=on_evaluated,
         )
 
 
@@ -640,5 +668,5 @@ if TYPE_CHECKING:
     # mypy (pyproject.toml lists this file) checks that the fakes implement the ports.
     def _implements_the_ports(
         world: World, locks: FakeLocks
-    ) -> tuple[FlipApi, DecisionStore, ProgramLockLike]:
-        return FakeFlipApi(world, []), FakeStore(world, locks), FakeLock(locks, "", "", 0)
+    ) -> tuple[FlipApi, DecisionStore, ProgramLockLike, ProgramLockLike]:
+        return FakeFlipApi(world, []), FakeStore(world, locks), FakeLock(locks, "", "", 0), StillLock(None)

@@ -23,8 +23,9 @@ NOW = datetime(2026, 11, 25, tzinfo=UTC)
 LISTED_AT = "2026-11-20T00:00:00Z"
 
 
-def policy(limits: str = "", applies_to: str = "[SUBMITTED, PENDING, ACTIVE]") -> Policy:
-    """TX sites with 10 kWh or more are approved into PILOT; other states are rejected."""
+def policy(limits: str = "", applies_to: str = "[SUBMITTED, PENDING, ACTIVE]", extra: str = "") -> Policy:
+    """TX sites with 10 kWh or more are approved into PILOT; other states are rejected.
+    ``extra``: more top-level keys (``name``, ``review``)."""
     text = f"""
 program_id: prog-unit
 applies_to: {applies_to}
@@ -43,7 +44,7 @@ groups:
     when: {{"==": [{{"var": "decision.status"}}, "ACTIVE"]}}
     add: [PILOT]
 """
-    return load_policy_text(text + (f"limits:\n{limits}" if limits else ""), "<unit policy>")
+    return load_policy_text(text + extra + (f"limits:\n{limits}" if limits else ""), "<unit policy>")
 
 
 def enrollment(
