@@ -31,6 +31,7 @@ from engine.cli.shared import (
     Context,
     err,
     policy_files,
+    policy_header,
 )
 from engine.cli.watch import Watchers, most_severe, progress_for, report_error
 
@@ -269,7 +270,7 @@ class _Output:
         from engine.render.stream import TableWriter, decision_writer
 
         if self.format == "table":
-            header = _header(policy)
+            header = policy_header(policy)
             rows = not self.parallel
             table = TableWriter(self.stream, header, show_unchanged=self.show_unchanged, rows=rows)
             return _Writer(table, self.lock, program=None, own=True)
@@ -307,8 +308,3 @@ class _Writer:
     def write(self, decision: Decision) -> None:
         with self.lock:
             self.inner.write(decision, program=self.program)
-
-
-def _header(policy: Policy) -> str:
-    label = policy.name or policy.program_id
-    return f"Policy {label} ({policy.version or 'unversioned'}, {policy.content_hash[:12]})"

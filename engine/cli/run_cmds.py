@@ -20,7 +20,7 @@ from engine.cli.options import (
     positive_float,
     positive_int,
 )
-from engine.cli.shared import EXIT_OK, Context, err, render_decisions, write_output
+from engine.cli.shared import EXIT_OK, Context, err, policy_header
 from engine.cli.watch import add_watch_options
 from engine.clock import utc_now
 
@@ -93,8 +93,12 @@ def cmd_run(args: argparse.Namespace, context: Context) -> int:
 
 
 def _run_offline(args: argparse.Namespace, policy: Policy) -> int:
+    """Evaluate a file; each decision is written as it is decided, none is kept."""
     from engine.flip.files import read_enrollments_file
+    from engine.policy.coverage import HitCounter
     from engine.policy.evaluator import Evaluator
+    from engine.render.coverage import render_hits
+    from engine.render.stream import decision_writer
 
     enrollments = read_enrollments_file(args.input)
     now = args.now or utc_now(whole_seconds=True)
@@ -105,13 +109,25 @@ def _run_offline(args: argparse.Namespace, policy: Policy) -> int:
         context = report_context(
             args, policy, now, "Offline preview", "offline preview: nothing sent or stored"
         )
-        with html_report(args.out, lambda stream: HtmlWriter(stream, policy, now, context)) as page:
+
+        def make(stream: TextIO) -> HtmlWriter:
+            return HtmlWriter(stream, policy, now, context)
+
+        with html_report(args.out, make) as page:
             for raw in enrollments:
                 page(raw, evaluator.evaluate(raw))
         return EXIT_OK
     evaluator = Evaluator(policy, now)
-    decisions = [evaluator.evaluate(raw) for raw in enrollments]
-    write_output(args.out, render_decisions(decisions, policy, args.format, show_unchanged=args.all))
+    hits = HitCounter(policy)
+    with output_file(args.out) as stream:
+        writer = decision_writer(args.format, stream, policy_header(policy), show_unchanged=args.all)
+        for raw in enrollments:
+            decision = evaluator.evaluate(raw)
+            writer.write(decision)
+            hits.add(decision)
+        writer.close()
+        if args.format == "table":
+            stream.write(f"\n{render_hits(hits.hits())}\n")
     return EXIT_OK
 
 
@@ -132,14 +148,21 @@ def discard(_decision: Decision) -> None:
 @contextmanager
 def html_report(path: Path | None, make: Callable[[TextIO], Page]) -> Iterator[Page]:
     """An HTML report (``make(stream)``: an ``HtmlWriter``) written as the decisions come, into
-    ``path`` or stdout, and closed when the block ends. ``path`` is written beside itself and
-    renamed over it at the end: never half a page, and left as it was when the run fails."""
+    ``path`` or stdout, and closed when the block ends (see ``output_file``)."""
+    with output_file(path) as stream, _abandoned_on_error(make(stream)) as page:
+        yield page
+        page.close()
+
+
+@contextmanager
+def output_file(path: Path | None) -> Iterator[TextIO]:
+    """stdout, or a stream into ``path`` (``--out``): written beside it and renamed over it
+    when the block ends, so never half a file, and left as it was when the command fails."""
     from engine.errors import InputError
 
     if path is None:
-        with _abandoned_on_error(make(sys.stdout)) as page:
-            yield page
-            page.close()
+        yield sys.stdout
+        sys.stdout.flush()
         return
     partial = path.with_name(f"{path.name}.tmp")
     try:
@@ -147,9 +170,8 @@ def html_report(path: Path | None, make: Callable[[TextIO], Page]) -> Iterator[P
     except OSError as exc:
         raise InputError(f"{path}: cannot write the output: {exc.strerror or exc}") from exc
     try:
-        with stream, _abandoned_on_error(make(stream)) as page:
-            yield page
-            page.close()
+        with stream:
+            yield stream
         os.replace(partial, path)
     except BaseException:
         partial.unlink(missing_ok=True)

@@ -139,7 +139,11 @@ def render_decisions(
         return render_json(decisions)
     if fmt == "csv":
         return render_csv(decisions)
-    label = policy.name or policy.program_id
-    header = f"Policy {label} ({policy.version or 'unversioned'}, {policy.content_hash[:12]})"
     table = render_table(decisions, show_unchanged=show_unchanged)
-    return f"{header}\n{table}\n\n{render_hits(rule_hits(policy, decisions))}"
+    return f"{policy_header(policy)}\n{table}\n\n{render_hits(rule_hits(policy, decisions))}"
+
+
+def policy_header(policy: Policy) -> str:
+    """The first line of a table of decisions: which policy decided them."""
+    label = policy.name or policy.program_id
+    return f"Policy {label} ({policy.version or 'unversioned'}, {policy.content_hash[:12]})"
