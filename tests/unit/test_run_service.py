@@ -385,6 +385,8 @@ def assert_stopped_before_sending(fakes: Fakes, report_run: int, reason: str) ->
     assert fakes.world.count("ensure_group") == 0
     assert fakes.world.count("get") == 0
     assert set(fakes.store.states(report_run).values()) == {ChangeState.HELD}
+    held = [c.error_message for c in fakes.store.changes.values() if c.run_id == report_run]
+    assert set(held) == {reason}  # each held change says why
     run = fakes.store.runs[report_run]
     assert (run.outcome, run.message) == (RunOutcome.ABORTED, reason)
 

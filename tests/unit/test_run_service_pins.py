@@ -14,6 +14,7 @@ from engine.clock import utc_now
 from engine.errors import ApiError
 from engine.policy.decision import Decision
 from engine.policy.document import Policy, load_policy_text
+from engine.runs.ports import ProgressCallback
 from engine.runs.report import RunReport
 from engine.runs.service import RunService, RunSettings
 from engine.runs.states import ChangeState, RunMode, RunOutcome, Stage
@@ -76,6 +77,17 @@ def test_a_run_without_a_given_time_starts_now() -> None:
     assert (started.microsecond, started.utcoffset()) == (0, timedelta(0))
 
 
+@pytest.mark.parametrize("plan", [False, True])  # a plan's changes come from the tracing evaluator
+def test_the_policy_is_evaluated_at_the_runs_time(plan: bool) -> None:
+    fakes = Fakes.of(approvals(2))
+    stamped = policy().source_text.replace("reason: big enough", "reason: approved at {now}")
+    houston_evening = datetime(2026, 11, 24, 19, 4, 5, 678901, tzinfo=timezone(timedelta(hours=-6)))
+
+    report = fakes.service(load_policy_text(stamped, "<stamped>"), now=houston_evening, plan=plan).run()
+
+    assert {d.reason for d in report.decisions} == {"approved at 2026-11-25T01:04:05Z"}
+
+
 def test_a_runs_duration_is_measured_on_its_clock() -> None:
     fakes = Fakes.of(approvals(3), step_s=1.5)  # each listed enrollment and stored decision: 1.5 s
     fakes.world.clock.advance(100.0)
@@ -110,13 +122,36 @@ def test_a_run_without_a_program_is_of_the_policys() -> None:
     assert [(lock.program_id, lock.holder) for lock in fakes.locks.taken] == [("prog-unit", "unit-test:1")]
 
 
-def test_a_named_policy_is_stored_under_its_name() -> None:
+def test_a_named_policy_is_stored_under_its_name_and_version() -> None:
     fakes = Fakes.of(approvals(1))
-    named = policy(extra="name: TX pilot approvals\n")
+    named = policy(extra="name: TX pilot approvals\nversion: '2'\n")
 
     fakes.service(named).run()
 
-    assert fakes.store.version_texts[named.content_hash][:2] == ("prog-unit", "TX pilot approvals")
+    assert fakes.store.version_texts[named.content_hash] == (
+        "prog-unit", "TX pilot approvals", "2", named.source_text,
+    )  # fmt: skip
+
+
+def test_a_group_the_program_has_is_neither_missing_nor_created() -> None:
+    fakes = Fakes.of(approvals(1))
+    fakes.api.groups["prog-unit"] = ["PILOT"]
+
+    preview = fakes.service(policy()).run()
+    live = fakes.service(policy(), live=True).run()
+
+    assert (preview.missing_groups, live.missing_groups, live.created_groups) == ([], [], [])
+    assert fakes.world.keys("list_groups") == ["prog-unit", "prog-unit"]
+    assert fakes.world.count("ensure_group") == 0
+
+
+def test_a_missing_group_is_created_in_the_runs_program() -> None:
+    fakes = Fakes.of(approvals(1))
+
+    report = fakes.service(policy(), live=True).run()
+
+    assert report.created_groups == ["PILOT"]
+    assert fakes.api.groups == {"prog-unit": ["PILOT"]}
 
 
 def test_a_live_run_without_a_lock_factory_sends_unfenced() -> None:
@@ -200,6 +235,19 @@ def test_a_repeated_dry_run_stores_only_the_decisions_that_changed() -> None:
     assert fakes.store.states(again.run_id) == {"enr-2": ChangeState.NONE}
     assert again.unchanged == 4
     assert fakes.store.runs[again.run_id].counts["unchanged"] == 4
+
+
+def test_an_enrollment_listed_without_an_id_is_stored_every_run() -> None:
+    """Its decision cannot be matched to an earlier one, so it is never counted unchanged."""
+    fakes = Fakes.of(approvals(2))
+    del fakes.api.enrollments["enr-2"]["id"]
+    fakes.service(policy()).run()
+
+    again = fakes.service(policy()).run()
+
+    stored = [c.decision.enrollment_id for c in fakes.store.changes.values() if c.run_id == again.run_id]
+    assert stored == [None]
+    assert again.unchanged == 1
 
 
 def test_a_new_policy_version_stores_every_decision_again() -> None:
@@ -313,25 +361,40 @@ def test_a_run_broken_while_listing_records_no_counts(error: BaseException) -> N
 
 # --- progress of a long run -------------------------------------------------------------------
 
+
+def submitted(first: int, last: int) -> list[dict[str, Any]]:
+    return [{"id": f"enr-{i}", "status": "SUBMITTED"} for i in range(first, last + 1)]
+
+
 def test_a_long_run_reports_its_progress_every_thousand_evaluated_and_five_thousand_stored() -> None:
-    fakes = Fakes.of([{"id": f"enr-{i}", "status": "SUBMITTED"} for i in range(1, 5002)])
+    fakes = Fakes.of(submitted(1, 2000))
     approve_all = load_policy_text(APPROVE_ALL.format(program="prog-unit"), "<approve all>")
-    first: list[tuple[str, int, int]] = []
-    second: list[tuple[str, int, int]] = []
+    first: list[tuple[str, int, int, int]] = []
+    second: list[tuple[str, int, int, int]] = []
 
-    fakes.service(approve_all, progress=lambda *step: first.append(step)).run()
-    fakes.service(approve_all, progress=lambda *step: second.append(step)).run()
+    def recorder(log: list[tuple[str, int, int, int]]) -> ProgressCallback:
+        def record(stage: str, done: int, total: int) -> None:
+            log.append((stage, done, total, len(fakes.store.changes)))  # with what the store holds
 
-    # The first run has no earlier run to estimate from (a total of 0: unknown until the end).
+        return record
+
+    fakes.service(approve_all, progress=recorder(first)).run()
+    fakes.api.enrollments.update({e["id"]: e for e in submitted(2001, 7001)})
+    fakes.service(approve_all, progress=recorder(second)).run()
+
+    # The first run has no earlier run to go by: a total of 0 (unknown) until the end.
     assert first == [
-        *((Stage.EVALUATING, done, 0) for done in (1000, 2000, 3000, 4000, 5000)),
-        (Stage.EVALUATING, 5001, 5001),
-        (Stage.STORING, 5000, 5001),
-        (Stage.STORING, 5001, 5001),
+        (Stage.EVALUATING, 1000, 0, 0),
+        (Stage.EVALUATING, 2000, 0, 0),
+        (Stage.EVALUATING, 2000, 2000, 0),
+        (Stage.STORING, 2000, 2000, 2000),
     ]
-    # The second estimates the total from the first; it stores nothing new.
+    # The second expects as many as the first listed while it has fewer, then does not know;
+    # it stores only the 5001 new decisions, the 5000th reported once the store has it.
     assert second == [
-        *((Stage.EVALUATING, done, 5001) for done in (1000, 2000, 3000, 4000, 5000)),
-        (Stage.EVALUATING, 5001, 5001),
-        (Stage.STORING, 0, 0),
+        (Stage.EVALUATING, 1000, 2000, 2000),
+        *((Stage.EVALUATING, done, 0, 2000) for done in (2000, 3000, 4000, 5000, 6000, 7000)),
+        (Stage.EVALUATING, 7001, 7001, 2000),
+        (Stage.STORING, 5000, 5001, 7000),
+        (Stage.STORING, 5001, 5001, 7001),
     ]
