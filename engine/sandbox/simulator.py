@@ -236,6 +236,11 @@ class Simulator:
     def patch_count(self, enrollment_id: str) -> int:
         return self.requests_for(enrollment_id).get("PATCH", 0)
 
+    def applied_patch_counts(self) -> dict[str, int]:
+        """PATCHes of each enrollment the API applied, answered with a fault after applying
+        included (the client saw an error, the change was made)."""
+        return self._recorder.applied()
+
     def request_log(self) -> list[RequestRecord]:
         """The most recent received requests (up to 100,000), oldest first."""
         return self._recorder.log()
@@ -282,6 +287,8 @@ class Simulator:
             emit_fault(handler, fault, None, plan=self._faults, stopping=self._http.stopping)
             return
         reply = self._authorize(handler) or self._router.route(request)
+        if method == "PATCH" and reply.status == 200:
+            self._recorder.record_applied(url.path)
         if fault is not None:
             emit_fault(handler, fault, reply, plan=self._faults, stopping=self._http.stopping)
             return

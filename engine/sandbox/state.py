@@ -211,6 +211,7 @@ class Recorder:
         self._by_method: Counter[str] = Counter()
         self._by_enrollment: dict[str, Counter[str]] = {}
         self._log: deque[RequestRecord] = deque(maxlen=log_size)
+        self._applied: Counter[str] = Counter()
 
     def record(self, method: str, path: str, query: str) -> None:
         match = ENROLLMENT_PATH.match(path)
@@ -219,6 +220,17 @@ class Recorder:
             if match:
                 self._by_enrollment.setdefault(unquote(match[1]), Counter())[method] += 1
             self._log.append(RequestRecord(method, path, query, time.monotonic()))
+
+    def record_applied(self, path: str) -> None:
+        """A PATCH of an enrollment that the API applied (whatever answer the client got)."""
+        match = ENROLLMENT_PATH.match(path)
+        if match:
+            with self._lock:
+                self._applied[unquote(match[1])] += 1
+
+    def applied(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._applied)
 
     def by_method(self) -> dict[str, int]:
         with self._lock:
@@ -237,3 +249,4 @@ class Recorder:
             self._by_method.clear()
             self._by_enrollment.clear()
             self._log.clear()
+            self._applied.clear()

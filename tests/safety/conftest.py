@@ -97,15 +97,9 @@ class CountingSimulator(Simulator):
     says whether a change was made twice.
     """
 
-    def __init__(self, config: SimulatorConfig) -> None:
-        super().__init__(config)
-        self.applied_patches: Counter[str] = Counter()
-
-    def _route(self, request: Any) -> Any:
-        reply = super()._route(request)
-        if request.method == "PATCH" and reply.status == 200 and request.path.startswith("/v1/enrollments/"):
-            self.applied_patches[request.path.rsplit("/", 1)[-1]] += 1
-        return reply
+    @property
+    def applied_patches(self) -> Counter[str]:
+        return Counter(self.applied_patch_counts())
 
 
 @pytest.fixture
