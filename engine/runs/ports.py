@@ -188,6 +188,8 @@ class DecisionStore(Protocol):
 
     def refused_changes(self, program_id: str) -> Sequence[ReviewRecord]: ...
 
+    def carry_approvals(self, pairs: Sequence[tuple[int, int]], *, fencing_token: int | None) -> None: ...
+
 
 class ReviewStore(DecisionStore, Protocol):
     """What applying plans and approvals needs from the store, beyond a live run's needs."""

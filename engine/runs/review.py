@@ -11,6 +11,10 @@ with ``approval: required``). A live run sends everything else and records these
   policy no longer asks for approval) is *superseded*;
 * a change a person refused is not proposed again while the enrollment's facts (the
   fingerprint of what the policy reads) and the policy text are the same: it is *blocked*;
+* a change a person approved whose sending was cut short (a killed ``review approve``) is
+  *carried*: when the run decides the same change again, the run sends it under that
+  approval instead of asking again; an approval whose change no longer stands is
+  *withdrawn*;
 * every other change that needs approval is *queued*.
 """
 
@@ -59,6 +63,8 @@ class QueueSort:
     kept: dict[str, int] = field(default_factory=dict)  # enrollment id -> the change already waiting
     blocked: dict[str, ReviewedChangeLike] = field(default_factory=dict)  # -> the refusal that blocks it
     superseded: list[int] = field(default_factory=list)  # waiting changes that no longer stand
+    carried: dict[str, ReviewedChangeLike] = field(default_factory=dict)  # -> the approval it is sent under
+    withdrawn: list[int] = field(default_factory=list)  # approved, unsent changes that no longer stand
 
     @property
     def waiting(self) -> int:
@@ -82,16 +88,25 @@ def sort_for_review(
     decisions: Iterable[Decision],
     waiting: Sequence[ReviewedChangeLike],
     refused: Sequence[ReviewedChangeLike],
+    approved: Sequence[ReviewedChangeLike] = (),
 ) -> QueueSort:
-    """Sort a live run's decisions against the queue as it stands (see the module docstring)."""
+    """Sort a live run's decisions against the queue as it stands (see the module docstring).
+
+    ``approved``: changes a person approved that were never settled, oldest first.
+    """
     waiting_by_enrollment = {change.enrollment_id: change for change in waiting}
     refused_by_enrollment = {change.enrollment_id: change for change in refused}
+    approved_by_enrollment = {change.enrollment_id: change for change in approved}
     result = QueueSort()
     for decision in decisions:
         enrollment_id = decision.enrollment_id
         if enrollment_id is None or not policy.requires_approval(decision):
             continue
         body = decision_body(decision)
+        approval = approved_by_enrollment.get(enrollment_id)
+        if approval is not None and _same_change(approval, decision, body):
+            result.carried[enrollment_id] = approval
+            continue
         refusal = refused_by_enrollment.get(enrollment_id)
         if refusal is not None and _still_refused(refusal, decision, policy, body):
             result.blocked[enrollment_id] = refusal
@@ -104,6 +119,8 @@ def sort_for_review(
     result.superseded = sorted(
         change.decision_id for change in waiting if change.enrollment_id not in result.kept
     )
+    carried = {change.decision_id for change in result.carried.values()}
+    result.withdrawn = sorted(change.decision_id for change in approved if change.decision_id not in carried)
     return result
 
 

@@ -30,7 +30,7 @@ from engine.runs.checkpoints import Checkpoint, Step, no_checkpoint
 from engine.runs.digest import decision_digest
 from engine.runs.lease import LeaseKeeper, MonotonicClock
 from engine.runs.patch import patch_is_applied
-from engine.runs.ports import DecisionStore, FlipApi, PlannedChangeLike, ProgramLockLike, ProgressCallback
+from engine.runs.ports import DecisionStore, FlipApi, ProgramLockLike, ProgressCallback
 from engine.runs.queueing import queue_for_review
 from engine.runs.report import RunReport
 from engine.runs.sending import (
@@ -258,26 +258,37 @@ class RunService:
             # lost its connection after the API applied it. Re-check it like one in flight,
             # so its history says it was applied instead of "re-planned".
             ambiguous = change.change_state in AMBIGUOUS_STATES
-            if ambiguous and self._already_applied(change):
-                self.store.record_outcome(
-                    change.decision_id, ChangeState.RECOVERED, fencing_token=token,
-                    error_message=FOUND_APPLIED,
-                )  # fmt: skip
+            if ambiguous and self._already_applied(change.enrollment_id, change.body):
+                self._recovered(change.decision_id, token)
                 recovered += 1
             else:
                 superseded.append(change.decision_id)
         if superseded:
             self.store.supersede(superseded, f"re-planned by run {run_id}", fencing_token=token)
+        # Approved changes a killed ``review approve`` may have sent; the others wait for the
+        # review queue's sorting (sent again under their approval, or withdrawn).
+        for approved in self.store.review_queue(program, states=AMBIGUOUS_STATES):
+            self._lease.keep()
+            if approved.reviewed_by is None:
+                continue
+            if self._already_applied(approved.enrollment_id, approved.body):
+                self._recovered(approved.decision_id, token)
+                recovered += 1
         return recovered
 
-    def _already_applied(self, change: PlannedChangeLike) -> bool:
+    def _recovered(self, decision_id: int, token: int | None) -> None:
+        self.store.record_outcome(
+            decision_id, ChangeState.RECOVERED, fencing_token=token, error_message=FOUND_APPLIED
+        )
+
+    def _already_applied(self, enrollment_id: str, body: Mapping[str, Any]) -> bool:
         try:
-            current = self.api.get_enrollment_dict(change.enrollment_id)
+            current = self.api.get_enrollment_dict(enrollment_id)
         except ApiAuthError:
             raise
         except ApiError:
             return False
-        return patch_is_applied(change.body, current)
+        return patch_is_applied(body, current)
 
     # -- sending -------------------------------------------------------------------------
 

@@ -61,6 +61,24 @@ class ReviewQueue(StoreBase):
         values = {"change_state": ChangeState.PLANNED.value, "reviewed_by": storable_text(reviewed_by)}
         self._review(decision_ids, values, "could not approve the changes", fencing_token)
 
+    def carry_approvals(self, pairs: Sequence[tuple[int, int]], *, fencing_token: int | None) -> None:
+        """Each ``(approved, replacement)``: the replacement, the same change planned again by
+        a later run, takes the approval (who and when) of the change it replaces."""
+        if not pairs:
+            return
+        approvals = select(DecisionRow.id, DecisionRow.reviewed_by, DecisionRow.reviewed_at).where(
+            DecisionRow.id.in_(sorted({old for old, _new in pairs}))
+        )
+        owners = self._decision_owners([new for _old, new in pairs], fencing_token)
+        now = self._clock()
+        failure = "could not carry the approvals over"
+        with database_errors(failure), fenced(self._engine, *owners) as connection:
+            found = {row.id: row for row in connection.execute(approvals)}
+            for old, new in pairs:
+                who, when = found[old].reviewed_by, found[old].reviewed_at
+                statement = update(DecisionRow).where(DecisionRow.id == new)
+                connection.execute(statement.values(reviewed_by=who, reviewed_at=when, updated_at=now))
+
     def refuse(
         self, decision_ids: Sequence[int], reviewed_by: str, note: str | None, *, fencing_token: int | None
     ) -> None:

@@ -138,3 +138,54 @@ def test_approve_killed_at_a_step_is_finished_by_approving_again_on_postgresql(
 ) -> None:
     product = make_product("postgresql", count=80, policy_text=tx_policy_text().replace("limits:", REVIEW, 1))
     _approve_killed_then_finished(product, step)
+
+
+@pytest.mark.parametrize(
+    ("backend", "step"),
+    [
+        ("sqlite", "after_approval"),
+        ("sqlite", "in_flight:2"),
+        pytest.param("postgresql", "in_flight:2", marks=pytest.mark.postgres),
+    ],
+)
+def test_an_approval_killed_before_the_next_scheduled_run_is_sent_once_by_that_run(
+    backend: str, step: str, make_product: Callable[..., Product]
+) -> None:
+    """Nobody reruns the killed approval; the next scheduled live run comes first. That run
+    sends what the person approved (what the kill left unsent) under the same approval,
+    once, without asking again; a later ``review approve --all`` finds nothing to send."""
+    product = make_product(backend, count=80, policy_text=tx_policy_text().replace("limits:", REVIEW, 1))
+    live = ("run", "--rules", str(product.policy_path), "--now", NOW_ARG, "--live", "--yes")
+    assert cli(product, *live).code == 0
+    with open_store(product.db_url) as store:
+        waiting = {r.decision_id: r.enrollment_id for r in store.review_queue()}
+    assert len(waiting) >= 2, "the test data needs rejections to approve"
+    killed = cli(product, "review", "approve", "--all", "--by", "bob", "--yes", crash_at=step)
+    assert killed.code == CRASH_EXIT, f"not killed at {step}: {killed.stderr[-800:]}"
+    sent_before = {e for e in waiting.values() if product.sim.applied_patches[e]}
+
+    scheduled = cli(product, *live)
+
+    assert scheduled.code == 0, scheduled.stderr[-1500:]
+    assert "await approval" not in scheduled.stderr, "an approved change is not asked for again"
+    for enrollment_id in waiting.values():
+        assert product.sim.enrollment(enrollment_id)["status"] == "REJECTED", enrollment_id
+        assert product.sim.applied_patches[enrollment_id] == 1, f"{enrollment_id} changed once"
+    old = states_of(product, set(waiting))
+    for decision_id, enrollment_id in waiting.items():
+        expected = "recovered" if enrollment_id in sent_before else "superseded"
+        assert old[decision_id] == expected, (enrollment_id, old[decision_id])
+    resent = set(waiting.values()) - sent_before
+    query = select(DecisionRow.enrollment_id, DecisionRow.change_state, DecisionRow.reviewed_by).where(
+        DecisionRow.run_id == 3, DecisionRow.enrollment_id.in_(resent)
+    )
+    with open_store(product.db_url) as store, store.engine.connect() as connection:
+        carried = {row[0]: (row[1], row[2]) for row in connection.execute(query)}
+        assert list(store.review_queue()) == []
+    assert carried == dict.fromkeys(resent, ("applied", "bob")), "sent under bob's approval"
+    if step == "in_flight:2":
+        assert sent_before, "the kill came after some changes were sent"
+    patches = product.sim.request_counts().get("PATCH", 0)
+    later = cli(product, "review", "approve", "--all", "--by", "bob", "--yes")
+    assert "Traceback" not in later.stderr
+    assert product.sim.request_counts().get("PATCH", 0) == patches

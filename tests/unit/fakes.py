@@ -447,6 +447,9 @@ class FakeStore:
     def refused_changes(self, program_id: str) -> list[ReviewRecord]:
         return []
 
+    def carry_approvals(self, pairs: Sequence[tuple[int, int]], *, fencing_token: int | None) -> None:
+        self._write("carry_approvals", self._program_of(new for _old, new in pairs), fencing_token)
+
     def create_plan(self, program_id: str, run_id: int, api_url: str) -> int:
         plan_id = len(self.plans) + 1
         self.plans[plan_id] = (program_id, run_id, api_url)

@@ -110,3 +110,27 @@ def test_a_refused_change_is_not_proposed_again_until_facts_or_policy_change(pol
     edited = load_policy_text(POLICY + "# reworded\n")
     policy_changed = sort_for_review(edited, [decide(edited, "e-1")], [], [refusal])
     assert policy_changed.queued == {"e-1"}
+
+
+def test_an_approved_change_left_unsent_is_carried_when_decided_the_same_again(policy: Policy) -> None:
+    first = decide(policy, "e-1")
+    approval = stored(7, first, policy, reviewed_by="bob", reviewed_at=datetime(2026, 11, 25, tzinfo=UTC))
+    result = sort_for_review(policy, [decide(policy, "e-1")], [], [], [approval])
+    assert result.carried == {"e-1": approval}
+    assert (result.queued, result.withdrawn, result.waiting) == (set(), [], 0)
+    assert result.not_sent() == set(), "the run sends it under the approval"
+
+
+@pytest.mark.parametrize(
+    ("again", "queued"),
+    [
+        ({"updated": "t2"}, {"e-1"}),  # the enrollment changed: a new question
+        ({"state": "TX"}, set()),  # no longer a change that needs a person
+    ],
+)
+def test_an_approval_whose_change_no_longer_stands_is_withdrawn(
+    policy: Policy, again: dict[str, str], queued: set[str]
+) -> None:
+    approval = stored(7, decide(policy, "e-1"), policy, reviewed_by="bob")
+    result = sort_for_review(policy, [decide(policy, "e-1", **again)], [], [], [approval])
+    assert (result.carried, result.withdrawn, result.queued) == ({}, [7], queued)
