@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_review.py                 # 100,000 enrollments, 3 rounds
     .venv/bin/python bench/bench_review.py --records 10000 --repeat 5
+    .venv/bin/python bench/bench_review.py --format html   # the HTML pages, against run --format html
 
 The target (issue 10): ``diff`` and ``backtest`` of 100,000 enrollments from a file finish in
 under 2x the time of one ``run --input`` of the same file. The file is the generator's
@@ -72,6 +73,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--format", choices=("table", "html"), default="table", help="every command's output")
     parser.add_argument(
         "--results", default=None, help="output file (default bench/results/review-DATE.txt; - for none)"
     )
@@ -93,9 +95,12 @@ def main() -> None:
             ],
             "backtest": ["backtest", "--rules", str(POLICY), "--input", str(data), "--now", NOW],
         }
+        for command in commands.values():
+            command += ["--format", args.format]
         size_mb = data.stat().st_size / 1e6
         lines = [
-            f"bench_review: {args.records:,} enrollments ({size_mb:.0f} MB), {args.repeat} rounds",
+            f"bench_review: {args.records:,} enrollments ({size_mb:.0f} MB), {args.repeat} rounds, "
+            f"--format {args.format}",
             machine_line(),
             f"start: {load_line()}",
         ]
@@ -122,7 +127,7 @@ def main() -> None:
         target = (
             Path(args.results)
             if args.results
-            else BENCH_DIR / "results" / f"review-{datetime.now(UTC):%Y-%m-%d}.txt"
+            else BENCH_DIR / "results" / f"review-{args.format}-{datetime.now(UTC):%Y-%m-%d}.txt"
         )
         target.write_text(output + "\n", encoding="utf-8")
 

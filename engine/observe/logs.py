@@ -144,4 +144,7 @@ def configure_logging(
     root.addHandler(handler)
     default = logging.INFO if log_format is LogFormat.JSON else logging.WARNING
     root.setLevel(level if level is not None else default)
+    # Alembic announces each of its plugins at INFO when a store is opened: nothing about
+    # the store (its "Running upgrade" lines stay).
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     return handler

@@ -64,6 +64,9 @@ def test_a_folder_runs_every_program_with_json_logs_and_one_metrics_file(
     assert set(finished) == PROGRAMS
     assert all(e["outcome"] == "completed" and e["counts"]["enrollments"] > 0 for e in finished.values())
     assert any(e["event"] == "progress" and e["program"] in PROGRAMS for e in events)
+    messages = [e.get("message", "") for e in events]
+    assert any(m.startswith("Running upgrade") for m in messages), "a new store's migrations are logged"
+    assert not [m for m in messages if m.startswith("setup plugin")], "not alembic's plugin list"
     assert simulator.config.api_key not in result.stderr
     assert "Policy Texas" in result.stdout
     assert "Summary:" in result.stdout
