@@ -313,6 +313,8 @@ class StoredChange:
     api_error_code: str | None = None
     api_error_locations: Sequence[Any] | None = None
     error_message: str | None = None
+    reviewed_by: str | None = None
+    reviewed_at: datetime | None = None
 
     @property
     def enrollment_id(self) -> str:
@@ -438,14 +440,50 @@ class FakeStore:
             return {}, ChangeState.FAILED_PERMANENT, problem
         return (body, ChangeState.PLANNED, None) if body is not None else ({}, ChangeState.NONE, None)
 
-    # The review queue and saved plans are covered against the real store
-    # (tests/pipeline/test_plans_and_review.py); here the queue is empty and a plan is its
-    # program, run and API address.
-    def review_queue(self, program_id: str | None = None, **_filters: Any) -> list[ReviewRecord]:
-        return []
+    # The review queue: the stored changes in its states, as the real store reads them. Saved
+    # plans are covered against the real store (tests/pipeline/test_plans_and_review.py);
+    # here a plan is its program, run and API address.
+    def review_queue(
+        self,
+        program_id: str | None = None,
+        *,
+        states: Iterable[ChangeState] = (ChangeState.AWAITING_APPROVAL,),
+        decision_ids: Sequence[int] | None = None,
+    ) -> list[ReviewRecord]:
+        wanted = set(states)
+        return [
+            self._review_record(c)
+            for c in self.changes.values()  # oldest first
+            if c.change_state in wanted
+            and self.runs[c.run_id].mode is not RunMode.PLAN
+            and (program_id is None or c.program_id == program_id)
+            and (decision_ids is None or c.decision_id in decision_ids)
+        ]
 
     def refused_changes(self, program_id: str) -> list[ReviewRecord]:
-        return []
+        newest = {r.enrollment_id: r for r in self.review_queue(program_id, states=(ChangeState.REFUSED,))}
+        return list(newest.values())
+
+    def refuse(self, decision_ids: Iterable[int], reviewed_by: str, at: datetime | None) -> None:
+        """A person's refusal in the review queue (the real store's ``refuse``)."""
+        for decision_id in decision_ids:
+            change = self.changes[decision_id]
+            if change.change_state is not ChangeState.AWAITING_APPROVAL:
+                raise StoreError(f"decision {decision_id} is not waiting for approval")
+            change.change_state, change.reviewed_by, change.reviewed_at = ChangeState.REFUSED, reviewed_by, at
+
+    def _review_record(self, change: StoredChange) -> ReviewRecord:
+        run = self.runs[change.run_id]
+        hashes = {version: content_hash for content_hash, version in self.versions.items()}
+        decision = change.decision
+        return ReviewRecord(
+            change.decision_id, change.run_id, change.program_id, change.enrollment_id,
+            change.change_state, decision.current_status, decision.status, decision.reason,
+            decision.rule_id, list(decision.current_group_ids), list(decision.group_ids),
+            copy.deepcopy(change.body), decision.updated_at, decision.facts_fingerprint,
+            run.policy_version_id, hashes.get(run.policy_version_id or 0), datetime(2026, 11, 25, tzinfo=UTC),
+            change.reviewed_by, change.reviewed_at, None, change.attempts,
+        )  # fmt: skip
 
     def carry_approvals(self, pairs: Sequence[tuple[int, int]], *, fencing_token: int | None) -> None:
         self._write("carry_approvals", self._program_of(new for _old, new in pairs), fencing_token)
