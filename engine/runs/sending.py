@@ -258,15 +258,14 @@ class _PatchPool:
         try:
             with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="applier") as pool:
                 pending: set[Future[Outcome | None]] = set()
-                exhausted = False
                 while True:
-                    if not exhausted and len(pending) <= window // 2 and not self.halted():
+                    if len(pending) <= window // 2 and not self.halted():
                         batch = list(islice(queue, window - len(pending)))
-                        exhausted = len(batch) < window - len(pending)
-                        self.store.mark_in_flight_many(
-                            [c.decision_id for c in batch], fencing_token=self.token
-                        )
-                        pending |= {pool.submit(self.send_one, change) for change in batch}
+                        if batch:
+                            self.store.mark_in_flight_many(
+                                [c.decision_id for c in batch], fencing_token=self.token
+                            )
+                            pending |= {pool.submit(self.send_one, change) for change in batch}
                     if not pending:
                         return
                     finished, pending = wait(pending, timeout=self.FLUSH_AFTER_S, return_when=FIRST_COMPLETED)
@@ -279,6 +278,9 @@ class _PatchPool:
                     self.flush(force=False)
         finally:
             self.flush(force=True)
+            if self.not_sent:
+                # Marked in flight but never sent (a signal or a 401 stopped the run): planned again.
+                self.store.release_in_flight(self.not_sent, fencing_token=self.token)
 
     def flush(self, *, force: bool) -> None:
         due = (
@@ -288,10 +290,6 @@ class _PatchPool:
             self.store.record_outcomes(self.outcomes, fencing_token=self.token)
             self.outcomes = []
             self.flushed_at = time.monotonic()
-        if force and self.not_sent:
-            # Marked in flight but never sent (a signal or a 401 stopped the run): planned again.
-            self.store.release_in_flight(self.not_sent, fencing_token=self.token)
-            self.not_sent = []
 
     def send_one(self, change: PlannedChangeLike) -> Outcome | None:
         if self.halted():

@@ -122,7 +122,8 @@ class FakeFlipApi:
         self.hooks: list[Hook] = []
         self.failures: dict[tuple[str, str], list[BaseException]] = {}
         self.patches: list[tuple[str, dict[str, Any]]] = []
-        self.attempts: dict[str, int] = {}  # HTTP attempts a PATCH "took" (retries), per enrollment
+        self.attempts: dict[str, int] = {}  # HTTP attempts a PATCH "took" (retries, failed or not)
+        self.group_names: dict[tuple[str, str], str] = {}  # (program, group id) -> name it was created with
         self._lock = threading.Lock()
         self._local = threading.local()
         self._revision = 0
@@ -135,7 +136,7 @@ class FakeFlipApi:
 
     def _enter(self, call: str, key: str) -> None:
         self.world.log(call, key)
-        self._local.attempts = 1
+        self._local.attempts = self.attempts.get(key, 1) if call == "patch" else 1
         for hook in list(self.hooks):
             hook(call, key)
         self.world.clock.advance(self.step_s if call == "list_item" else self.request_step_s)
@@ -164,7 +165,6 @@ class FakeFlipApi:
 
     def update_enrollment(self, enrollment_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         self._enter("patch", enrollment_id)
-        self._local.attempts = self.attempts.get(enrollment_id, 1)
         body = dict(body)
         with self._lock:
             self.patches.append((enrollment_id, body))
@@ -193,6 +193,7 @@ class FakeFlipApi:
         created = group_id not in existing
         if created:
             existing.append(group_id)
+            self.group_names[program_id, group_id] = name
         return FakeGroup(group_id, name), created
 
 
