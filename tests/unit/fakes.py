@@ -521,7 +521,12 @@ class FakeStore:
         }
         newest: dict[str, StoredChange] = {}
         for change in self.changes.values():
-            if change.run_id in live and change.decision.action is Action.UPDATE:
+            # An approved change is finished by ``review approve``, never re-planned.
+            if (
+                change.run_id in live
+                and change.decision.action is Action.UPDATE
+                and change.reviewed_by is None
+            ):
                 newest[change.enrollment_id] = change
         return [_view(c) for c in newest.values() if c.change_state in OPEN_STATES]
 

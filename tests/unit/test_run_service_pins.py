@@ -5,7 +5,11 @@ changes left for a person, the callbacks, and the progress of long runs.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,14 +18,16 @@ from engine.clock import utc_now
 from engine.errors import ApiError
 from engine.policy.decision import Decision
 from engine.policy.document import Policy, load_policy_text
+from engine.policy.evaluator import Evaluator
 from engine.runs.ports import ProgressCallback
 from engine.runs.report import RunReport
+from engine.runs.sending import FOUND_APPLIED
 from engine.runs.service import RunService, RunSettings
 from engine.runs.states import ChangeState, RunMode, RunOutcome, Stage
 
 from .fakes import Fakes
 from .test_batch import POLICY as APPROVE_ALL
-from .test_run_service import APPROVE, NOW, approvals, enrollment, policy
+from .test_run_service import APPROVE, NOW, approvals, crashed_run, enrollment, policy
 
 REVIEW_REJECTIONS = "review:\n  require_approval: [REJECTED]\n"
 
@@ -63,6 +69,29 @@ def test_a_run_starts_at_its_given_time_in_utc_whole_seconds() -> None:
     assert started == datetime(2026, 11, 25, 1, 4, 5, tzinfo=UTC)
     assert started is not None
     assert started.utcoffset() == timedelta(0)
+
+
+# The zone is the process's own (``TZ``, read at start): only a child interpreter can have another.
+ZONE_PROBE = (
+    "import sys; from datetime import datetime; from tests.unit.fakes import Fakes; "
+    "from tests.unit.test_run_service import approvals, policy; fakes = Fakes.of(approvals(1)); "
+    "report = fakes.service(policy(), now=datetime.fromisoformat(sys.argv[1])).run(); "
+    "print(fakes.store.runs[report.run_id].started_at.isoformat())"
+)
+
+
+def test_a_run_starts_in_utc_whatever_the_machines_zone() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", ZONE_PROBE, "2026-11-24T19:04:05.678901-06:00"],
+        cwd=Path(__file__).parents[2],
+        env={**os.environ, "TZ": "Pacific/Kiritimati"},  # UTC+14
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+
+    assert result.stdout.strip() == "2026-11-25T01:04:05+00:00"
 
 
 def test_a_run_without_a_given_time_starts_now() -> None:
@@ -287,6 +316,36 @@ def test_changes_left_for_a_person_do_not_count_towards_the_reject_ratio() -> No
         "enr-1": ChangeState.APPLIED,
     }
     assert report.awaiting_approval == 2
+
+
+# --- approvals a killed review approve left in flight ------------------------------------------
+
+
+def test_reconcile_recovers_the_approved_changes_a_killed_review_approve_sent() -> None:
+    fakes = Fakes.of(approvals(3))
+    crashed_run(fakes, policy(), in_flight=["enr-1"], retryable=[])  # left behind by a later run
+    second = crashed_run(fakes, policy(), in_flight=["enr-2", "enr-3"], retryable=[])
+    approved = fakes.store.change_of("enr-2", second)
+    approved.reviewed_by = "ana"  # approved; ``review approve`` was killed after its PATCH
+    fakes.api.apply("enr-2", APPROVE)
+    fakes.api.apply("enr-3", APPROVE)  # the second run's own PATCH went through too
+    fakes.api.enrollments["enr-9"] = enrollment("enr-9")  # another program's, approved and sent
+    other_run = fakes.store.start_run("prog-other", RunMode.LIVE, 1, NOW)
+    fakes.store.add_decisions(
+        other_run, "prog-other", [Evaluator(policy(), NOW).evaluate(enrollment("enr-9"))]
+    )
+    other = fakes.store.change_of("enr-9", other_run)
+    fakes.store.mark_in_flight_many([other.decision_id])
+    other.reviewed_by = "ben"
+    fakes.api.apply("enr-9", APPROVE)
+
+    report = fakes.service(policy(), live=True).run()
+
+    assert (approved.change_state, approved.error_message) == (ChangeState.RECOVERED, FOUND_APPLIED)
+    assert fakes.store.change_of("enr-3", second).change_state == ChangeState.RECOVERED
+    assert report.recovered == 2
+    assert other.change_state == ChangeState.IN_FLIGHT  # not this program's to settle
+    assert fakes.api.patches == [("enr-1", APPROVE)]  # nothing found applied is sent again
 
 
 # --- the callbacks ----------------------------------------------------------------------------
