@@ -179,7 +179,7 @@ def _failure(response: httpx.Response, redact: Callable[[str], str]) -> _Failure
     failure = _Failure(response.status_code)
     try:
         body = ApiErrorBody.model_validate(response.json())
-    except (ValueError, ValidationError):
+    except (ValueError, ValidationError, RecursionError):
         text = redact(_one_line(response.text)) if response.content else ""
         failure.message = text or None
         return failure
@@ -236,6 +236,10 @@ def _json(response: httpx.Response, what: str) -> Any:
         kind = response.headers.get("Content-Type", "unknown type")
         raise ApiResponseError(
             f"{what}: the answer is not JSON ({kind})", status_code=response.status_code
+        ) from exc
+    except RecursionError as exc:  # the standard parser's own limit (about 1,000 levels)
+        raise ApiResponseError(
+            f"{what}: the answer is nested too deeply to read", status_code=response.status_code
         ) from exc
 
 

@@ -11,7 +11,9 @@ from engine.errors import InputError
 from engine.sandbox.generator import CA_EV_PROGRAM, TX_BATTERY_PROGRAM
 
 DEFAULT_API_KEY = "fl_sim_local_key"
-FAULT_KINDS = frozenset({"429", "500", "503", "timeout", "drop", "truncate", "401", "403", "malformed"})
+FAULT_KINDS = frozenset(
+    {"429", "500", "503", "timeout", "drop", "truncate", "401", "403", "malformed", "deep"}
+)
 _RETRY_AFTER_FORMS = frozenset({"seconds", "http-date", "none", "mixed"})
 _LOOPBACK = "127.0.0.1"
 

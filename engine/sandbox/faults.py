@@ -13,6 +13,8 @@ from engine.sandbox.replies import Reply, error_reply, rate_limited, unauthorize
 from engine.sandbox.server import hang_up, write_reply
 
 MALFORMED_BODY = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+# Valid JSON nested 100,000 deep: what a hostile or broken server could send.
+DEEP_BODY = b'{"id": "deep", "nested": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 
 
 # --- faults ---------------------------------------------------------------------------------
@@ -136,6 +138,8 @@ def emit_fault(
         hang_up(handler)
     elif kind == "malformed":
         write_reply(handler, Reply(200, [MALFORMED_BODY], content_type="text/html"))
+    elif kind == "deep":
+        write_reply(handler, Reply(200, [DEEP_BODY]))
     elif kind == "401":
         write_reply(handler, unauthorized())
     elif kind == "403":

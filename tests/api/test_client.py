@@ -170,6 +170,14 @@ def test_malformed_single_answer_is_not_retried(simulator: Simulator, api_client
     assert simulator.requests_for(enrollment_id) == {"GET": 1}
 
 
+def test_a_deeply_nested_answer_is_a_clear_api_error(simulator: Simulator, api_client: FlipClient) -> None:
+    enrollment_id = _first_id(simulator)
+    simulator.script("GET", enrollment_id, "deep")
+    with pytest.raises(ApiResponseError, match="nested too deeply to read"):
+        api_client.get_enrollment_dict(enrollment_id)
+    assert simulator.requests_for(enrollment_id) == {"GET": 1}
+
+
 # --- writing --------------------------------------------------------------------------------
 
 
