@@ -486,8 +486,20 @@ class FakeStore:
             change.reviewed_by, change.reviewed_at, None, change.attempts,
         )  # fmt: skip
 
+    def approve(self, decision_ids: Iterable[int], reviewed_by: str, at: datetime | None) -> None:
+        """A person's approval in the review queue (the real store's ``approve``): planned
+        again, to be sent by ``review approve``."""
+        for decision_id in decision_ids:
+            change = self.changes[decision_id]
+            if change.change_state is not ChangeState.AWAITING_APPROVAL:
+                raise StoreError(f"decision {decision_id} is not waiting for approval")
+            change.change_state, change.reviewed_by, change.reviewed_at = ChangeState.PLANNED, reviewed_by, at
+
     def carry_approvals(self, pairs: Sequence[tuple[int, int]], *, fencing_token: int | None) -> None:
         self._write("carry_approvals", self._program_of(new for _old, new in pairs), fencing_token)
+        for old, new in pairs:
+            approval, replacement = self.changes[old], self.changes[new]
+            replacement.reviewed_by, replacement.reviewed_at = approval.reviewed_by, approval.reviewed_at
 
     def create_plan(self, program_id: str, run_id: int, api_url: str) -> int:
         plan_id = len(self.plans) + 1

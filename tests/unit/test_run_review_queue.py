@@ -13,7 +13,7 @@ from engine.policy.document import Policy, load_policy_text
 from engine.runs.states import ChangeState, RunOutcome
 
 from .fakes import Fakes
-from .test_run_service import APPROVE, approvals, enrollment, policy
+from .test_run_service import APPROVE, REJECT, approvals, enrollment, policy
 
 REFUSED_AT = datetime(2026, 11, 26, 9, 5, tzinfo=UTC)
 NOT_AGAIN = "not proposed again until the enrollment's facts or the policy change"
@@ -190,3 +190,50 @@ def test_another_programs_queue_is_left_alone() -> None:
     assert set(waiting(fakes)) == {"enr-r1", "enr-r2"}
     assert fakes.store.states(report.run_id)["enr-r1"] == ChangeState.AWAITING_APPROVAL
     assert report.awaiting_approval == 2
+
+
+# --- approvals a killed ``review approve`` left unsent ----------------------------------------
+
+
+def approved_but_unsent(fakes: Fakes) -> int:
+    """A first run queues the rejections; a person approves enr-r1's, and the ``review
+    approve`` that was to send it is killed before its PATCH: the change stays planned."""
+    fakes.service(review_policy(), live=True).run()
+    approved = waiting(fakes)["enr-r1"]
+    fakes.store.approve([approved], "bob", REFUSED_AT)
+    return approved
+
+
+def test_an_approved_change_left_unsent_is_sent_by_the_next_run_under_its_approval() -> None:
+    fakes = rejections_and_approvals()
+    approved = approved_but_unsent(fakes)
+
+    report = fakes.service(review_policy(), live=True).run()
+
+    assert fakes.api.patches[-1] == ("enr-r1", REJECT)
+    sent = fakes.store.change_of("enr-r1", report.run_id)
+    assert (sent.change_state, sent.reviewed_by, sent.reviewed_at) == (ChangeState.APPLIED, "bob", REFUSED_AT)
+    old = fakes.store.changes[approved]
+    assert (old.change_state, old.error_message) == (
+        ChangeState.SUPERSEDED,
+        f"re-planned by run {report.run_id}, which sends it under this approval",
+    )
+    assert set(waiting(fakes)) == {"enr-r2"}  # the other rejection still waits for a person
+    assert dict(report.change_states) == {ChangeState.APPLIED: 1, ChangeState.AWAITING_APPROVAL: 1}
+
+
+def test_an_approval_whose_change_no_longer_stands_is_withdrawn() -> None:
+    fakes = rejections_and_approvals()
+    approved = approved_but_unsent(fakes)
+    fakes.api.apply("enr-r1", {"status": "SUBMITTED"})  # someone touched it: a new updated_at
+
+    report = fakes.service(review_policy(), live=True).run()
+
+    old = fakes.store.changes[approved]
+    assert (old.change_state, old.error_message) == (
+        ChangeState.SUPERSEDED,
+        f"the enrollment or the decision changed since it was approved (run {report.run_id})",
+    )
+    assert fakes.store.change_of("enr-r1", report.run_id).change_state == ChangeState.AWAITING_APPROVAL
+    assert set(waiting(fakes)) == {"enr-r1", "enr-r2"}
+    assert ("enr-r1", REJECT) not in fakes.api.patches
