@@ -162,7 +162,7 @@ class ReasonTemplate:
                 raise ValueError(f"unbalanced or empty brace at character {match.start() + 1}")
             last = match.end()
         parts.append((False, text[last:]))
-        return cls(text, tuple(p for p in parts if p[0] or p[1]))
+        return cls(text, tuple(part for part in parts if part[1]))  # a path is never empty
 
     @property
     def paths(self) -> list[str]:
@@ -191,7 +191,6 @@ def _as_text(value: Any) -> str:
 @dataclass(frozen=True)
 class CompiledRule:
     id: str
-    description: str | None
     condition: Condition
     status: str
     reason: ReasonTemplate
@@ -202,7 +201,6 @@ class CompiledGroupRule:
     """A group rule; compiled once per decided outcome when it reads ``decision.*``."""
 
     id: str
-    description: str | None
     source: Any
     add: tuple[str, ...]
     remove: tuple[str, ...]
@@ -298,7 +296,7 @@ def substitute_decision(node: Any, decided: dict[str, Any]) -> Any:
     (operator,) = node
     args = operands(node)
     if operator == "var" and args and isinstance(args[0], str) and args[0].startswith("decision"):
-        key = args[0][len("decision.") :] if args[0] != "decision" else ""
+        key = args[0][len("decision.") :]  # "" for the whole decision
         value = decided.get(key) if key else dict(decided)
         return node if value is None else value
     if operator == "missing":
@@ -451,7 +449,7 @@ class _Compiler:
             condition = self._condition(rule.when, ("rules", index, "when"))
             reason = self._template(rule.reason, ("rules", index, "reason"))
             if condition is not None and reason is not None:
-                compiled.append(CompiledRule(rule.id, rule.description, condition, rule.status.value, reason))
+                compiled.append(CompiledRule(rule.id, condition, rule.status.value, reason))
         return compiled
 
     def _compile_groups(self) -> list[CompiledGroupRule]:
@@ -463,7 +461,7 @@ class _Compiler:
                 continue
             reads_decision = any(p.startswith("decision") for p in root_paths(expanded))
             entry = CompiledGroupRule(
-                group.id, group.description, expanded, tuple(group.add), tuple(group.remove), reads_decision
+                group.id, expanded, tuple(group.add), tuple(group.remove), reads_decision
             )
             probe = substitute_decision(expanded, {"status": None, "rule_id": None})
             condition = self._compile(probe, path)
