@@ -71,18 +71,25 @@ def test_a_run_starts_at_its_given_time_in_utc_whole_seconds() -> None:
     assert started.utcoffset() == timedelta(0)
 
 
-# The zone is the process's own (``TZ``, read at start): only a child interpreter can have another.
-ZONE_PROBE = (
-    "import sys; from datetime import datetime; from tests.unit.fakes import Fakes; "
-    "from tests.unit.test_run_service import approvals, policy; fakes = Fakes.of(approvals(1)); "
-    "report = fakes.service(policy(), now=datetime.fromisoformat(sys.argv[1])).run(); "
-    "print(fakes.store.runs[report.run_id].started_at.isoformat())"
-)
+def started_at(given: str) -> str:
+    """When a dry run given the time ``given`` (ISO 8601) is recorded as started."""
+    fakes = Fakes.of(approvals(1))
+    report = fakes.service(policy(), now=datetime.fromisoformat(given)).run()
+    started = fakes.store.runs[report.run_id].started_at
+    assert started is not None
+    return started.isoformat()
 
 
 def test_a_run_starts_in_utc_whatever_the_machines_zone() -> None:
+    """The zone is the process's own (``TZ``, read at start): only a child interpreter can
+    have another. This one runs the same in this process too (so that mutmut, which picks the
+    tests that reach the code in-process, picks this one)."""
+    given = "2026-11-24T19:04:05.678901-06:00"
+    probe = (
+        "import sys; from tests.unit.test_run_service_pins import started_at; print(started_at(sys.argv[1]))"
+    )
     result = subprocess.run(
-        [sys.executable, "-c", ZONE_PROBE, "2026-11-24T19:04:05.678901-06:00"],
+        [sys.executable, "-c", probe, given],
         cwd=Path(__file__).parents[2],
         env={**os.environ, "TZ": "Pacific/Kiritimati"},  # UTC+14
         capture_output=True,
@@ -91,7 +98,7 @@ def test_a_run_starts_in_utc_whatever_the_machines_zone() -> None:
         timeout=60,
     )
 
-    assert result.stdout.strip() == "2026-11-25T01:04:05+00:00"
+    assert (started_at(given), result.stdout.strip()) == ("2026-11-25T01:04:05+00:00",) * 2
 
 
 def test_a_run_without_a_given_time_starts_now() -> None:
