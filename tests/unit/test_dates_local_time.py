@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+from engine.policy.logic import parse_date
+
 PROBE = (
     "import json, sys; from engine.policy.logic import days_between, parse_date; "
     "print(json.dumps([str(parse_date(a)) for a in sys.argv[1:]] + "
@@ -33,3 +35,6 @@ def test_a_date_time_is_read_as_its_utc_date_in_any_local_zone(zone: str) -> Non
     )
     # UTC+14 would read the first as the 15th, UTC-8 the third as the 13th.
     assert json.loads(result.stdout) == ["2026-03-14", "2026-03-15", "2026-03-13", 1]
+    # The same here (the test process's zone); the call also lets mutmut, which picks the
+    # tests it saw reach a function in-process, run this test for parse_date's mutants.
+    assert [str(parse_date(moment)) for moment in moments] == json.loads(result.stdout)[:3]
