@@ -183,10 +183,13 @@ def test_another_programs_queue_is_left_alone() -> None:
     other = load_policy_text(review_policy().source_text.replace("prog-unit", "prog-other"))
     fakes.service(other, live=True).run()
     theirs = {r.enrollment_id: r.decision_id for r in fakes.store.review_queue("prog-other")}
+    fakes.store.approve([theirs.pop("enr-r1")], "bob", REFUSED_AT)  # ... and left unsent
 
     report = fakes.service(review_policy(), live=True).run()
 
     assert {r.enrollment_id: r.decision_id for r in fakes.store.review_queue("prog-other")} == theirs
+    (their_approval,) = [c for c in fakes.store.changes.values() if c.reviewed_by == "bob"]
+    assert (their_approval.program_id, their_approval.change_state) == ("prog-other", ChangeState.PLANNED)
     assert set(waiting(fakes)) == {"enr-r1", "enr-r2"}
     assert fakes.store.states(report.run_id)["enr-r1"] == ChangeState.AWAITING_APPROVAL
     assert report.awaiting_approval == 2
