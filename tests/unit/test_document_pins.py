@@ -16,7 +16,7 @@ import pytest
 from engine.errors import PolicyError
 from engine.policy.document import expand_refs, load_policy, load_policy_text
 from engine.policy.evaluator import Evaluator
-from engine.policy.logic import default_engine
+from engine.policy.logic import default_engine, root_paths
 from engine.policy.yamlsafe import MAX_YAML_BYTES
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
@@ -92,6 +92,8 @@ def test_a_decision_read_inside_a_literal_list_is_settled() -> None:
 
 DEVICES = {"var": "devices"}
 IS_NULL = {"==": [{"var": "decision.status"}, None]}
+ROOT_READ = {"==": [{"var": "decision.status"}, "ACTIVE"]}
+ACCUMULATOR = {"var": "accumulator"}
 
 
 @pytest.mark.parametrize(
@@ -99,17 +101,19 @@ IS_NULL = {"==": [{"var": "decision.status"}, None]}
     [
         {"==": ["ACTIVE", {"var": "decision.status"}]},  # any operand, not only the first
         {"in": ["ACTIVE", {"map": [[{"var": "decision.status"}], {"var": ""}]}]},  # what is iterated
-        {"==": [{"reduce": [DEVICES, {"var": "accumulator"}, "seed"]}, "seed"]},  # reduce's start
-        # Inside an iteration "decision.status" is the element's (none here), not the decision:
-        {"some": [DEVICES, IS_NULL]},
-        {"all": [DEVICES, IS_NULL]},
-        {"none": [DEVICES, {"==": [{"var": "decision.status"}, "ACTIVE"]}]},
-        {"!!": [{"filter": [DEVICES, IS_NULL]}]},
-        {"in": [None, {"map": [DEVICES, {"var": "decision.status"}]}]},
-        {"==": [{"reduce": [DEVICES, {"var": "decision.status"}, "seed"]}, None]},
+        {"and": [ROOT_READ, {"==": [{"reduce": [DEVICES, ACCUMULATOR, "seed"]}, "seed"]}]},  # its start
+        # Inside an iteration "decision.status" is the element's (none here), not the decision
+        # (the root read makes the group one compiled per decided outcome):
+        {"and": [ROOT_READ, {"some": [DEVICES, IS_NULL]}]},
+        {"and": [ROOT_READ, {"all": [DEVICES, IS_NULL]}]},
+        {"and": [ROOT_READ, {"none": [DEVICES, {"==": [{"var": "decision.status"}, "ACTIVE"]}]}]},
+        {"and": [ROOT_READ, {"!!": [{"filter": [DEVICES, IS_NULL]}]}]},
+        {"and": [ROOT_READ, {"in": [None, {"map": [DEVICES, {"var": "decision.status"}]}]}]},
+        {"and": [ROOT_READ, {"==": [{"reduce": [DEVICES, {"var": "decision.status"}, "seed"]}, None]}]},
     ],
 )
 def test_the_decision_is_settled_in_the_root_scope_only(when: dict[str, Any]) -> None:
+    assert "decision.status" in root_paths(when)
     text = f"{HEAD}groups:\n  - id: g\n    when: {json.dumps(when)}\n    add: [G]\n"
     device = {"type": "BATTERY", "attributes": {}}
     assert groups_of(text, {**TX, "devices": [device]}) == [["G"]]
@@ -170,6 +174,23 @@ def test_every_group_with_an_unknown_ref_is_reported_at_its_condition() -> None:
     assert problems(text) == [
         (10, 11, "groups.0.when: unknown ref 'nope' (definitions: none)"),
         (13, 11, "groups.1.when: unknown ref 'nada' (definitions: none)"),
+    ]
+
+
+def test_every_group_with_an_unknown_operator_is_reported() -> None:
+    text = HEAD + (
+        """groups:
+  - id: one
+    when: {"bogus": [1]}
+    add: [A]
+  - id: two
+    when: {"and": [true, {"nope": []}]}
+    add: [B]
+"""
+    )
+    assert problems(text) == [
+        (10, 11, "groups.0.when: unknown operator 'bogus'"),
+        (13, 26, "groups.1.when: unknown operator 'nope'"),
     ]
 
 
