@@ -35,7 +35,7 @@ from engine.policy.logic import (
     pointer_path,
     root_paths,
 )
-from engine.policy.schema import JsonLogic, with_condition_definitions
+from engine.policy.schema import JsonLogic, RuleCondition, with_condition_definitions
 from engine.policy.statuses import EnrollmentStatus, GroupId, not_a_status
 from engine.policy.yamlsafe import KEY_MARKER, MAX_YAML_BYTES, LoadedYaml, YamlPath, load_yaml
 
@@ -70,7 +70,7 @@ class StatusRule(_Strict):
 
     id: RuleId
     description: str | None = None
-    when: JsonLogic = Field(description='A JsonLogic condition; {"ref": name} uses a definition.')
+    when: RuleCondition = Field(description='A JsonLogic condition; {"ref": name} uses a definition.')
     status: EnrollmentStatus
     reason: str = Field(description="Text sent with the status; {path} placeholders, {{ }} escape.")
     approval: ApprovalSetting | None = Field(default=None, description=_APPROVAL_DESCRIPTION)
@@ -81,7 +81,7 @@ class GroupRule(_Strict):
 
     id: RuleId
     description: str | None = None
-    when: JsonLogic = Field(description="A JsonLogic condition; may read decision.status.")
+    when: RuleCondition = Field(description="A JsonLogic condition; may read decision.status.")
     add: list[GroupId] = Field(default_factory=list)
     remove: list[GroupId] = Field(default_factory=list)
 
@@ -489,6 +489,10 @@ class _Compiler:
             return None
 
     def _expand(self, node: Any, path: YamlPath) -> Any:
+        if node is None:  # `when:` left empty: a rule that could never match, said so
+            where = ".".join(map(str, path))
+            self.error(path, f"{where}: a condition is required (`true` matches every enrollment)")
+            return None
         try:
             expanded = _expand_refs(node, self.document.definitions, ())
         except _RefError as exc:

@@ -22,6 +22,8 @@ REF_OPERATOR = "ref"  # expanded when the policy loads, so the logic engine neve
 _MARK = "x-jsonlogic-condition"
 JsonLogic = Annotated[Any, WithJsonSchema({_MARK: True})]
 """A condition field: any value for the loader (which checks it), a JsonLogic condition in the schema."""
+RuleCondition = Annotated[Any, WithJsonSchema({_MARK: True, "not": {"type": "null"}})]
+"""A rule's or group's ``when``: a condition, never left empty (the loader refuses null too)."""
 
 OPERATOR_DESCRIPTIONS: dict[str, str] = {
     "var": 'The fact at a path ("site.state_code"), or [path, default]. Inside some/all/none/'

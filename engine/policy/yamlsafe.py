@@ -102,6 +102,11 @@ def load_yaml(text: str, source: str) -> LoadedYaml:
         loader = _Loader(text, source)
     except yaml.YAMLError as exc:
         raise PolicyError.at(source, f"invalid YAML: {exc}".splitlines()[0]) from exc
+    except UnicodeEncodeError as exc:  # libyaml takes UTF-8: a lone surrogate has none
+        line = text.count("\n", 0, exc.start) + 1
+        column = exc.start - (text.rfind("\n", 0, exc.start) + 1) + 1
+        message = "invalid text: a lone surrogate (not a character)"
+        raise PolicyError.at(source, message, line, column) from exc
     try:
         _check_events(text, source)
         root = loader.get_single_node()

@@ -284,6 +284,14 @@ def test_unknown_operator(when: str, operator: str, fragment: str) -> None:
     assert message == f"rules.1.when: unknown operator {operator!r}"
 
 
+@pytest.mark.parametrize(("line_no", "where"), [(14, "rules.1.when"), (22, "groups.0.when")])
+@pytest.mark.parametrize("empty", ["    when:", "    when: null", "    when: ~"])
+def test_an_empty_condition_is_an_error_not_a_rule_dropped(line_no: int, where: str, empty: str) -> None:
+    found_line, _column, message = single(load_error(edited(replace={line_no: empty})))
+    assert found_line == line_no
+    assert message == f"{where}: a condition is required (`true` matches every enrollment)"
+
+
 def test_unknown_operator_in_a_group() -> None:
     line = '    when: {"in": [{"var": "decision.status"}, {"log": ["ACTIVE"]}]}'
     found_line, column, message = single(load_error(edited(replace={22: line})))

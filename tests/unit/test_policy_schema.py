@@ -158,12 +158,20 @@ def test_every_operator_is_accepted_by_both(
     load_policy_text(json.dumps(document), "policy.yaml")
 
 
-@pytest.mark.parametrize("condition", [True, None, 5, "text", [1, {"var": "a"}], {}, {"and": []}])
+@pytest.mark.parametrize("condition", [True, 5, "text", [1, {"var": "a"}], {}, {"and": []}])
 def test_literals_lists_and_the_empty_object_are_conditions(
     validator: jsonschema.Draft202012Validator, condition: Any
 ) -> None:
     assert list(validator.iter_errors(_when(condition))) == []
     load_policy_text(json.dumps(_when(condition)), "policy.yaml")
+
+
+def test_an_empty_when_is_refused_by_both(validator: jsonschema.Draft202012Validator) -> None:
+    """`when:` left empty is null: not a condition (a rule that could never match)."""
+    errors = list(validator.iter_errors(_when(None)))
+    assert [list(e.absolute_path) for e in errors] == [["rules", 0, "when"]]
+    with pytest.raises(PolicyError, match=r"rules\.0\.when: a condition is required"):
+        load_policy_text(json.dumps(_when(None)), "policy.yaml")
 
 
 def test_the_schema_names_the_unknown_operator(validator: jsonschema.Draft202012Validator) -> None:

@@ -244,3 +244,10 @@ def test_position_falls_back_to_the_nearest_ancestor() -> None:
 
 def test_windows_line_endings_and_bom_load() -> None:
     assert load_yaml("\ufeffa: 1\r\nb: 2\r\n", "x").data == {"a": 1, "b": 2}
+
+
+@pytest.mark.parametrize(("text", "where"), [("\ud800", "1:1"), ("a: 1\nb: x\udc00y\n", "2:5")])
+def test_a_lone_surrogate_is_a_policy_error_at_its_place(text: str, where: str) -> None:
+    """Text from a store or a caller can hold one; libyaml takes only UTF-8."""
+    with pytest.raises(PolicyError, match=f"^p.yaml:{where}: error: invalid text: a lone surrogate"):
+        load_yaml(text, "p.yaml")
