@@ -162,18 +162,15 @@ def test_unknown_enrollment_is_a_plain_api_error(simulator: Simulator, api_clien
     assert simulator.requests_for("no-such-id") == {"GET": 1}
 
 
-def test_malformed_single_answer_is_not_retried(simulator: Simulator, api_client: FlipClient) -> None:
+@pytest.mark.parametrize(
+    ("fault", "message"), [("malformed", "not JSON"), ("deep", "nested too deeply to read")]
+)
+def test_an_unreadable_single_answer_is_a_clear_error_not_retried(
+    simulator: Simulator, api_client: FlipClient, fault: str, message: str
+) -> None:
     enrollment_id = _first_id(simulator)
-    simulator.script("GET", enrollment_id, "malformed")
-    with pytest.raises(ApiResponseError, match="not JSON"):
-        api_client.get_enrollment_dict(enrollment_id)
-    assert simulator.requests_for(enrollment_id) == {"GET": 1}
-
-
-def test_a_deeply_nested_answer_is_a_clear_api_error(simulator: Simulator, api_client: FlipClient) -> None:
-    enrollment_id = _first_id(simulator)
-    simulator.script("GET", enrollment_id, "deep")
-    with pytest.raises(ApiResponseError, match="nested too deeply to read"):
+    simulator.script("GET", enrollment_id, fault)
+    with pytest.raises(ApiResponseError, match=message):
         api_client.get_enrollment_dict(enrollment_id)
     assert simulator.requests_for(enrollment_id) == {"GET": 1}
 

@@ -124,14 +124,20 @@ def test_bad_plans_are_refused_with_exit_2_and_nothing_sent(
 REVIEW_POLICY = "review:\n  require_approval: [REJECTED]\nlimits:"
 
 
+def review_rules(folder: Path) -> Path:
+    """The Texas policy, asking a person to approve every rejection."""
+    rules = folder / "review.yaml"
+    rules.write_text(
+        TX_RULES.read_text(encoding="utf-8").replace("limits:", REVIEW_POLICY, 1), encoding="utf-8"
+    )
+    return rules
+
+
 @BOTH_STORES
 def test_scheduled_runs_send_no_rejection_until_a_person_approves(
     simulator: Simulator, store_url: str, tmp_path: Path
 ) -> None:
-    rules = tmp_path / "review.yaml"
-    rules.write_text(
-        TX_RULES.read_text(encoding="utf-8").replace("limits:", REVIEW_POLICY, 1), encoding="utf-8"
-    )
+    rules = review_rules(tmp_path)
     env = cli_env(simulator, store_url)
     live = ["run", "--rules", str(rules), "--now", NOW, "--live", "--yes", "--format", "json"]
 
@@ -179,10 +185,7 @@ def test_scheduled_runs_send_no_rejection_until_a_person_approves(
 
 
 def test_plan_and_review_write_html_reports_and_send_nothing(simulator: Simulator, tmp_path: Path) -> None:
-    rules = tmp_path / "review.yaml"
-    rules.write_text(
-        TX_RULES.read_text(encoding="utf-8").replace("limits:", REVIEW_POLICY, 1), encoding="utf-8"
-    )
+    rules = review_rules(tmp_path)
     env = cli_env(simulator, f"sqlite:///{tmp_path / 'html.db'}")
     planned = run_cli(["plan", "--rules", str(rules), "--now", NOW, "--format", "html"], env)
     assert planned.code == 0, planned.stderr
@@ -224,10 +227,7 @@ def test_plan_and_review_write_html_reports_and_send_nothing(simulator: Simulato
 def test_an_approval_whose_policy_is_not_stored_is_refused_before_its_run_starts(
     simulator: Simulator, store_url: str, tmp_path: Path
 ) -> None:
-    rules = tmp_path / "review.yaml"
-    rules.write_text(
-        TX_RULES.read_text(encoding="utf-8").replace("limits:", REVIEW_POLICY, 1), encoding="utf-8"
-    )
+    rules = review_rules(tmp_path)
     env = cli_env(simulator, store_url)
     live = ["run", "--rules", str(rules), "--now", NOW, "--live", "--yes"]
     assert run_cli(live, env).code == 0
