@@ -59,6 +59,7 @@ def test_a_group_the_program_has_is_neither_missing_nor_created() -> None:
     live = fakes.service(policy(), live=True).run()
 
     assert (dry.missing_groups, live.missing_groups, live.created_groups) == ([], [], [])
+    assert fakes.world.keys("list_groups") == ["prog-unit", "prog-unit"]
     assert fakes.world.count("ensure_group") == 0
     assert fakes.api.patches == [("enr-1", APPROVE), ("enr-2", APPROVE)]
 

@@ -169,18 +169,6 @@ def test_a_named_policy_is_stored_under_its_name_and_version() -> None:
     )  # fmt: skip
 
 
-def test_a_group_the_program_has_is_neither_missing_nor_created() -> None:
-    fakes = Fakes.of(approvals(1))
-    fakes.api.groups["prog-unit"] = ["PILOT"]
-
-    preview = fakes.service(policy()).run()
-    live = fakes.service(policy(), live=True).run()
-
-    assert (preview.missing_groups, live.missing_groups, live.created_groups) == ([], [], [])
-    assert fakes.world.keys("list_groups") == ["prog-unit", "prog-unit"]
-    assert fakes.world.count("ensure_group") == 0
-
-
 def test_a_missing_group_is_created_in_the_runs_program() -> None:
     fakes = Fakes.of(approvals(1))
 
